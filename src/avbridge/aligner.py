@@ -1,0 +1,414 @@
+"""The latent aligner: a denoising loop that steers latents (and prompts) through a binder.
+
+Algorithm 1 of "Seeing and Hearing" (Xing et al., CVPR 2024), generalised to one or two
+generators. At each denoising step ``t`` inside the guidance window:
+
+1. ``eps = predict_eps(z_t, t, y)`` (classifier-free guidance inside the adapter);
+2. ``z0 = predict_x0(z_t, eps, t)``, decoded differentiably and embedded by the binder;
+3. ``L`` = dual loss (one generator) or triangle loss (two generators), see ``losses``;
+4. ``z_t <- z_t - lr * grad_z L`` (or a fresh-Adam "sign" step), ``inner_steps`` times;
+5. if ``prompt_lr > 0``: ``y <- y - prompt_lr * grad_y L``; the tuned ``y`` is kept;
+6. ``z_{t-1} = step(z_t, eps, t)``.
+
+Outside the window the step is the plain sampler step, so ``guided=False`` (vanilla)
+runs exactly the same models, seed and schedule with no binder in the loop.
+
+Cost choices (see docs/method.md): by default eps is treated as a constant of ``z``
+for the x0 gradient (``grad_z = grad_x0 / sqrt(abar)``; no backward through the UNet),
+and the scheduler step reuses the eps computed before the update instead of running
+the UNet again. ``grad_through_unet`` and ``recompute_eps`` switch each back on.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from avbridge.binders.base import Binder, Embedding
+from avbridge.generators.base import Generator, MediaSpec, PromptCond
+from avbridge.losses import AlignLoss, LossOutput, LossWeights
+
+ProgressFn = Callable[[int, int, dict[str, Any]], None]
+PerModality = float | Mapping[str, float]
+
+
+def _per(value: PerModality, key: str) -> float:
+    """A setting that is either one number or a number per modality ("audio"/"visual")."""
+    if isinstance(value, Mapping):
+        if key not in value:
+            raise ValueError(f"no value for modality {key!r} in {dict(value)}")
+        return float(value[key])
+    return float(value)
+
+
+@dataclass
+class AlignConfig:
+    """Settings of one aligned (or vanilla) generation.
+
+    ``lr``, ``prompt_lr`` and ``guidance_scale`` take one number or a mapping
+    ``{"audio": ..., "visual": ...}`` (joint generation guides two models whose
+    sensible rates differ: 0.1 for AudioLDM, 0.01 for AnimateDiff).
+
+    ``window=(start, stop)``: denoising step ``i`` of ``steps`` (0-based) is guided
+    when ``start <= i / steps < stop``; ``(0.2, 1.0)`` with 30 steps guides steps
+    6..29, i.e. all but the first 20% (the authors' V2A code).
+    ``update="adam-sign"``: a fresh Adam per denoising step over ``inner_steps``
+    iterations (the authors' code; its first move is ``lr * sign(grad)``);
+    ``"grad"``: ``z <- z - lr * grad``.
+    """
+
+    steps: int = 30
+    guidance_scale: PerModality = 2.5
+    negative_prompt: str | None = None
+    lr: PerModality = 0.1
+    update: Literal["adam-sign", "grad"] = "adam-sign"
+    inner_steps: int = 1
+    window: tuple[float, float] = (0.2, 1.0)
+    prompt_lr: PerModality = 0.0
+    weights: LossWeights = field(default_factory=LossWeights)
+    per_clip: bool = False
+    grad_through_unet: bool = False
+    recompute_eps: bool = False
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.inner_steps < 1:
+            raise ValueError(f"inner_steps must be >= 1, got {self.inner_steps}")
+        if self.update not in ("adam-sign", "grad"):
+            raise ValueError(f"update must be 'adam-sign' or 'grad', got {self.update!r}")
+        start, stop = self.window
+        if not 0.0 <= start <= stop <= 1.0:
+            raise ValueError(f"window must satisfy 0 <= start <= stop <= 1, got {self.window}")
+
+    def guided_steps(self) -> list[int]:
+        """0-based indices of the denoising steps inside the guidance window."""
+        start, stop = self.window
+        lo = math.ceil(start * self.steps - 1e-9)
+        hi = math.ceil(stop * self.steps - 1e-9)
+        return list(range(lo, hi))
+
+
+@dataclass
+class Condition:
+    """A conditioning input as tensors: audio (B, N) at ``rate`` Hz, video (B, T, 3, H, W)
+    in [0, 1] at ``rate`` fps, or images (B, 3, H, W) in [0, 1]."""
+
+    modality: Literal["audio", "video", "image"]
+    data: torch.Tensor
+    rate: float | None = None
+
+    @property
+    def key(self) -> str:
+        return loss_key(self.modality)
+
+
+@dataclass
+class Stream:
+    """One generator being denoised: what to make and from which prompt."""
+
+    generator: Generator
+    spec: MediaSpec
+    prompt: str = ""
+
+    @property
+    def key(self) -> str:
+        return loss_key(self.generator.modality)
+
+
+@dataclass
+class AlignTrace:
+    """What happened: losses at the guided steps and the binder loss of the output."""
+
+    guided_steps: list[int] = field(default_factory=list)
+    step_loss: list[float] = field(default_factory=list)
+    inner_loss: list[list[float]] = field(default_factory=list)
+    final_loss: float = float("nan")
+    final_loss_per_sample: list[float] = field(default_factory=list)
+    final_terms: dict[str, float] = field(default_factory=dict)
+    step_seconds: list[float] = field(default_factory=list)
+    binder_calls: int = 0
+
+
+@dataclass
+class AlignResult:
+    """Final latents and decoded media (detached) per loss key ("audio"/"visual")."""
+
+    latents: dict[str, torch.Tensor]
+    media: dict[str, torch.Tensor]
+    prompt_embeds: dict[str, torch.Tensor]
+    trace: AlignTrace
+
+
+def loss_key(modality: str) -> str:
+    """Loss-side name of a media modality: audio -> "audio", video/image -> "visual"."""
+    if modality == "audio":
+        return "audio"
+    if modality in ("video", "image", "visual"):
+        return "visual"
+    raise ValueError(f"unknown modality {modality!r}")
+
+
+def embed_media(binder: Binder, modality: str, data: torch.Tensor, rate: float | None) -> Embedding:
+    """Embed a media tensor with the binder method that matches its modality."""
+    if modality == "audio":
+        if rate is None:
+            raise ValueError("audio needs a sample rate")
+        return binder.embed_audio(data, int(rate))
+    if modality == "video":
+        if rate is None:
+            raise ValueError("video needs a frame rate")
+        return binder.embed_video(data, float(rate))
+    if modality == "image":
+        return binder.embed_image(data)
+    raise ValueError(f"unknown modality {modality!r}")
+
+
+def _media_rate(stream: Stream) -> float | None:
+    gen = stream.generator
+    if gen.modality == "audio":
+        return gen.sample_rate
+    if gen.modality == "video":
+        return stream.spec.fps
+    return None
+
+
+def _decode_for_binder(stream: Stream, z0: torch.Tensor) -> torch.Tensor:
+    """Differentiable decode of ``z0`` for the binder.
+
+    An adapter may offer ``decode_for_binder(z0, spec, clips)`` that decodes only what the
+    binder will look at (e.g. the frames its clips sample); otherwise the full decode.
+    """
+    gen = stream.generator
+    fast = getattr(gen, "decode_for_binder", None)
+    if fast is not None:
+        return fast(z0, stream.spec)
+    return gen.decode(z0, stream.spec)
+
+
+class _State:
+    """Per-stream mutable state of the loop."""
+
+    def __init__(self, stream: Stream, z: torch.Tensor, cond: PromptCond, timesteps: torch.Tensor):
+        self.stream = stream
+        self.z = z
+        self.cond = cond
+        self.timesteps = timesteps
+        self.tuned: torch.Tensor | None = None
+
+
+def run_streams(
+    streams: Sequence[Stream],
+    binder: Binder,
+    *,
+    config: AlignConfig,
+    condition: Condition | None = None,
+    loss_text: str | None = None,
+    seed: int = 0,
+    guided: bool = True,
+    batch: int = 1,
+    progress: ProgressFn | None = None,
+) -> AlignResult:
+    """Denoise one or two generators in lockstep, steering them toward one loss.
+
+    ``condition`` (a fixed input, e.g. the video of V2A) and ``loss_text`` (the prompt's
+    text term) are embedded once, before the loop. The final output is embedded once
+    more after the loop to report ``trace.final_loss`` for guided and vanilla alike.
+    """
+    if not streams:
+        raise ValueError("at least one generator stream is needed")
+    keys = [s.key for s in streams]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"two streams of the same modality: {keys}")
+    if condition is not None and condition.key in keys:
+        raise ValueError(f"condition modality {condition.key!r} is also being generated")
+
+    loss_fn = AlignLoss(config.weights, config.per_clip)
+    trace = AlignTrace()
+    calls = [0]
+
+    def embed(modality: str, data: torch.Tensor, rate: float | None) -> Embedding:
+        calls[0] += 1
+        return embed_media(binder, modality, data, rate)
+
+    fixed: dict[str, Embedding | None] = {}
+    with torch.no_grad():
+        if condition is not None:
+            fixed[condition.key] = embed(condition.modality, condition.data, condition.rate)
+        if loss_text:
+            calls[0] += 1
+            fixed["text"] = binder.embed_text([loss_text] * batch)
+
+    rng = torch.Generator(device="cpu").manual_seed(int(seed))
+    states: list[_State] = []
+    for s in streams:
+        gen = s.generator
+        neg = None if config.negative_prompt is None else [config.negative_prompt] * batch
+        with torch.no_grad():
+            cond = gen.encode_prompt([s.prompt] * batch, neg)
+            z = gen.init_latents(s.spec, batch, rng)
+        st = _State(s, z, cond.detach(), gen.timesteps(config.steps))
+        if guided and _per(config.prompt_lr, s.key) > 0:
+            st.tuned = cond.embeds.detach().clone().requires_grad_(True)
+            st.cond = PromptCond(st.tuned, st.cond.negative, st.cond.extra)
+        states.append(st)
+    n_steps = min(len(st.timesteps) for st in states)
+
+    window = set(config.guided_steps()) if guided else set()
+    for i in range(n_steps):
+        t0 = time.perf_counter()
+        info: dict[str, Any] = {"guided": i in window}
+        if i in window:
+            losses = _guided_step(states, i, fixed, loss_fn, config, embed)
+            trace.guided_steps.append(i)
+            trace.inner_loss.append(losses)
+            trace.step_loss.append(losses[0])
+            info["loss"] = losses[0]
+        else:
+            with torch.no_grad():
+                for st in states:
+                    t = st.timesteps[i]
+                    eps = st.stream.generator.predict_eps(
+                        st.z, t, st.cond, _per(config.guidance_scale, st.stream.key)
+                    )
+                    st.z = st.stream.generator.step(st.z, eps, t)
+        trace.step_seconds.append(time.perf_counter() - t0)
+        if progress is not None:
+            progress(i + 1, n_steps, info)
+
+    latents: dict[str, torch.Tensor] = {}
+    media: dict[str, torch.Tensor] = {}
+    embs: dict[str, Embedding | None] = dict(fixed)
+    with torch.no_grad():
+        for st in states:
+            s = st.stream
+            out = s.generator.decode(st.z, s.spec)
+            latents[s.key], media[s.key] = st.z.detach(), out.detach()
+            embs[s.key] = embed(s.generator.modality, out, _media_rate(s))
+        final = loss_fn(embs, generated=keys)
+    trace.final_loss = float(final.total.mean())
+    trace.final_loss_per_sample = [float(v) for v in final.total]
+    trace.final_terms = final.item_terms()
+    trace.binder_calls = calls[0]
+    prompts = {st.stream.key: st.cond.embeds.detach() for st in states}
+    return AlignResult(latents=latents, media=media, prompt_embeds=prompts, trace=trace)
+
+
+def _guided_step(
+    states: list[_State],
+    i: int,
+    fixed: dict[str, Embedding | None],
+    loss_fn: AlignLoss,
+    config: AlignConfig,
+    embed: Callable[[str, torch.Tensor, float | None], Embedding],
+) -> list[float]:
+    """Inner updates of the latents (and prompts) at step ``i``, then the sampler step."""
+    groups: list[dict[str, Any]] = []
+    for st in states:
+        st.z = st.z.detach().clone().requires_grad_(True)  # updated in place: no aliasing
+        groups.append({"params": [st.z], "lr": _per(config.lr, st.stream.key)})
+        if st.tuned is not None:
+            groups.append({"params": [st.tuned], "lr": _per(config.prompt_lr, st.stream.key)})
+    opt: torch.optim.Optimizer
+    if config.update == "adam-sign":
+        opt = torch.optim.Adam(groups)
+    else:
+        opt = torch.optim.SGD(groups)
+
+    eps_now: list[torch.Tensor | None] = [None] * len(states)
+    losses: list[float] = []
+    for n in range(config.inner_steps):
+        opt.zero_grad(set_to_none=True)
+        embs: dict[str, Embedding | None] = dict(fixed)
+        for k, st in enumerate(states):
+            gen, key = st.stream.generator, st.stream.key
+            t = st.timesteps[i]
+            scale = _per(config.guidance_scale, key)
+            tune_now = st.tuned is not None and n == 0
+            if config.grad_through_unet or tune_now:
+                # Graph through the UNet: to z only if asked, to the prompt when tuning it.
+                z_in = st.z if config.grad_through_unet else st.z.detach()
+                eps = gen.predict_eps(z_in, t, st.cond, scale)
+                eps_now[k] = eps.detach()
+            else:
+                if eps_now[k] is None or config.recompute_eps:
+                    with torch.no_grad():
+                        eps_now[k] = gen.predict_eps(st.z.detach(), t, st.cond, scale)
+                eps = eps_now[k]
+            x0 = gen.predict_x0(st.z, eps, t)
+            media = _decode_for_binder(st.stream, x0)
+            embs[key] = embed(gen.modality, media, _media_rate(st.stream))
+        out: LossOutput = loss_fn(embs, generated=[st.stream.key for st in states])
+        out.total.sum().backward()
+        opt.step()
+        losses.append(float(out.total.detach().mean()))
+
+    with torch.no_grad():
+        for k, st in enumerate(states):
+            gen = st.stream.generator
+            t = st.timesteps[i]
+            z = st.z.detach()
+            eps = eps_now[k]
+            if config.recompute_eps or eps is None:
+                eps = gen.predict_eps(z, t, st.cond, _per(config.guidance_scale, st.stream.key))
+            st.z = gen.step(z, eps, t)
+    return losses
+
+
+def align(
+    generator: Generator,
+    binder: Binder,
+    *,
+    spec: MediaSpec,
+    condition: Condition | None,
+    prompt: str = "",
+    config: AlignConfig | None = None,
+    seed: int = 0,
+    guided: bool = True,
+    progress: ProgressFn | None = None,
+) -> AlignResult:
+    """One generator guided by a fixed condition (V2A, I2A, A2V, A2I).
+
+    The prompt conditions the generator and, when not empty, adds the text term of the
+    dual loss. ``guided=False`` is the vanilla baseline with the same seed and models.
+    """
+    config = config or AlignConfig()
+    batch = 1 if condition is None else int(condition.data.shape[0])
+    return run_streams(
+        [Stream(generator, spec, prompt)],
+        binder,
+        config=config,
+        condition=condition,
+        loss_text=prompt or None,
+        seed=seed,
+        guided=guided,
+        batch=batch,
+        progress=progress,
+    )
+
+
+def align_joint(
+    audio_generator: Generator,
+    video_generator: Generator,
+    binder: Binder,
+    *,
+    audio_spec: MediaSpec,
+    video_spec: MediaSpec,
+    prompt: str,
+    config: AlignConfig | None = None,
+    seed: int = 0,
+    guided: bool = True,
+    progress: ProgressFn | None = None,
+) -> AlignResult:
+    """Joint-VA: two generators in lockstep, one triangle loss, gradients to both latents."""
+    config = config or AlignConfig()
+    streams = [Stream(audio_generator, audio_spec, prompt), Stream(video_generator, video_spec, prompt)]
+    return run_streams(
+        streams, binder, config=config, loss_text=prompt or None, seed=seed, guided=guided,
+        progress=progress,
+    )
