@@ -86,7 +86,7 @@ def mel_filterbank(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -
 
 
 def dft_kernels(n_fft: int) -> tuple[np.ndarray, np.ndarray]:
-    """Real and imaginary STFT kernels (n_fft // 2 + 1, 1, n_fft): periodic Hann times exp(-2 pi i k n / N)."""
+    """Real and imaginary STFT kernels (n_fft // 2 + 1, 1, n_fft): periodic Hann x exp(-2 pi i k n / N)."""
     n = np.arange(n_fft)
     window = 0.5 - 0.5 * np.cos(2 * np.pi * n / n_fft)
     k = np.arange(n_fft // 2 + 1)[:, None]
