@@ -81,3 +81,27 @@ def test_official_default_clips_and_video_input_shape():
     assert b.clips == ClipSpec(2.0, 3, 2)
     x = b.preprocess_video(torch.rand(1, 50, 3, 120, 160), fps=10.0)
     assert x.shape == (1, 3, 3, 2, 224, 224)
+
+
+def test_end_to_end_from_raw_media_matches_reference(small_fixture):
+    """Waveform and [0, 1] pixels through the Binder give the reference embeddings."""
+    from avbridge.binders.imagebind import ImageBindModel, load_imagebind_weights
+    from avbridge.binders.preprocess import CLIP_MEAN, CLIP_STD
+
+    t = small_fixture["tensors"]
+    with torch.device("meta"):
+        model = ImageBindModel(ImageBindBinder.from_preset("tiny").config)
+    binder = ImageBindBinder(load_imagebind_weights(model, small_fixture["weights"]))
+
+    def close(got: torch.Tensor, ref: torch.Tensor) -> bool:
+        ref = torch.nn.functional.normalize(ref, dim=-1)
+        return ((got - ref).norm() / ref.norm()).item() < 1e-4
+
+    assert close(binder.embed_audio(t["waveform"], 16000).pooled, t["embed_audio"])
+    mean, std = torch.tensor(CLIP_MEAN)[:, None, None], torch.tensor(CLIP_STD)[:, None, None]
+    pixels = t["images"] * std + mean
+    assert close(binder.embed_image(pixels).pooled, t["embed_image"])
+    # (B, clips, 3, 2, H, W) -> frames (B, 4, 3, H, W): two 1-s clips at 2 fps.
+    frames = (t["video"].permute(0, 1, 3, 2, 4, 5) * std + mean).flatten(1, 2)
+    binder.clips = ClipSpec(duration_s=1.0, count=None, frames_per_clip=2)
+    assert close(binder.embed_video(frames, fps=2.0).pooled, t["embed_video"])
