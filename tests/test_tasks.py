@@ -1,0 +1,141 @@
+"""The five tasks end to end: media in, media out, guided vs vanilla, prompts, durations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from avbridge.aligner import AlignConfig
+from avbridge.captioners import BinderZeroShotCaptioner
+from avbridge.errors import AvbridgeError
+from avbridge.media import Audio, Image, Video
+from avbridge.tasks import Components, a2i, a2v, default_config, i2a, joint, v2a
+from conftest import FakeBinder, FakeGenerator
+
+SEEDS = range(3)
+
+
+def fake_components(**kw) -> Components:
+    binder = FakeBinder()
+    return Components(
+        binder=binder,
+        audio=FakeGenerator("audio", seed=1),
+        video=FakeGenerator("video", seed=2),
+        image=FakeGenerator("image", seed=3),
+        **kw,
+    )
+
+
+def a_video(seconds: float = 1.5, fps: float = 6.0) -> Video:
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (round(seconds * fps), 20, 28, 3), dtype=np.uint8)
+    return Video(frames, fps)
+
+
+def an_audio(seconds: float = 1.5, rate: int = 8000) -> Audio:
+    t = np.arange(round(seconds * rate)) / rate
+    return Audio((0.5 * np.sin(2 * np.pi * 220 * t) * (t % 0.5 < 0.1)).astype(np.float32), rate)
+
+
+def an_image() -> Image:
+    return Image(np.random.default_rng(1).integers(0, 255, (24, 30, 3), dtype=np.uint8))
+
+
+CFG = {
+    "v2a": AlignConfig(steps=8, lr=0.1),
+    "i2a": AlignConfig(steps=8, lr=0.1),
+    "a2v": AlignConfig(steps=8, lr=0.05, prompt_lr=0.01),
+    "a2i": AlignConfig(steps=8, lr=0.05, prompt_lr=0.01),
+    "joint": AlignConfig(steps=8, lr={"audio": 0.1, "visual": 0.05}, prompt_lr=0.01),
+}
+
+
+def run(task: str, comps: Components, guided: bool, seed: int, **kw):
+    cfg = CFG[task]
+    if task == "v2a":
+        return v2a(a_video(), comps, guided=guided, seed=seed, config=cfg, **kw)
+    if task == "i2a":
+        return i2a(an_image(), comps, duration_s=1.25, guided=guided, seed=seed, config=cfg, **kw)
+    if task == "a2v":
+        return a2v(an_audio(), comps, guided=guided, seed=seed, config=cfg, **kw)
+    if task == "a2i":
+        return a2i(an_audio(), comps, guided=guided, seed=seed, config=cfg, **kw)
+    return joint("a dog barking", comps, duration_s=1.5, guided=guided, seed=seed, config=cfg, **kw)
+
+
+@pytest.mark.parametrize("task", ["v2a", "i2a", "a2v", "a2i", "joint"])
+def test_guided_beats_vanilla_over_seeds(task):
+    comps = fake_components()
+    for seed in SEEDS:
+        van = run(task, comps, False, seed)
+        gui = run(task, comps, True, seed)
+        assert gui.trace.final_loss < van.trace.final_loss, (task, seed)
+        assert van.trace.guided_steps == [] and gui.trace.guided_steps
+
+
+def test_output_types_and_durations():
+    comps = fake_components()
+    out = run("v2a", comps, True, 0).media
+    assert isinstance(out, Audio) and out.sample_rate == 800
+    assert out.duration_s == pytest.approx(1.5) and out.samples.dtype == np.float32
+    assert np.abs(out.samples).max() <= 1.0
+    out = run("i2a", comps, True, 0).media
+    assert isinstance(out, Audio) and out.duration_s == pytest.approx(1.25)
+    audio = an_audio()
+    res = run("a2v", comps, True, 0)
+    assert isinstance(res.media, Video) and res.media.frames.dtype == np.uint8
+    assert res.media.duration_s == pytest.approx(audio.duration_s, abs=0.5 / res.media.fps)
+    assert res.media.audio is not None and res.media.audio.sample_rate == audio.sample_rate
+    assert np.array_equal(res.media.audio.samples, audio.samples[: len(res.media.audio.samples)])
+    img = run("a2i", comps, True, 0).media
+    assert isinstance(img, Image) and img.pixels.shape == (16, 16, 3)
+    res = run("joint", comps, True, 0)
+    assert isinstance(res.media, Video) and res.media.duration_s == pytest.approx(1.5)
+    assert res.media.audio is not None and res.media.audio.duration_s == pytest.approx(1.5)
+    assert res.prompt == "a dog barking"
+
+
+def test_same_seed_identical_output():
+    comps = fake_components()
+    a, b = run("a2v", comps, True, 7), run("a2v", comps, True, 7)
+    assert np.array_equal(a.media.frames, b.media.frames)
+    c = run("a2v", comps, True, 8)
+    assert not np.array_equal(a.media.frames, c.media.frames)
+
+
+def test_prompt_user_then_caption_then_empty():
+    comps = fake_components()
+    comps.visual_captioner = BinderZeroShotCaptioner(comps.binder, ["dog", "rain"])
+    comps.audio_captioner = BinderZeroShotCaptioner(comps.binder, ["cat", "wind"])
+    vid = run("v2a", comps, False, 0)
+    assert vid.prompt in ("dog", "rain")
+    assert run("v2a", comps, True, 0).prompt == vid.prompt  # guided and vanilla share the prompt
+    assert run("a2v", comps, False, 0).prompt in ("cat", "wind")
+    assert run("v2a", comps, False, 0, prompt="a car").prompt == "a car"
+    assert run("v2a", fake_components(), False, 0).prompt == ""
+
+
+def test_condition_embedded_once_per_task():
+    comps = fake_components()
+    run("v2a", comps, True, 0)
+    assert comps.binder.calls["video"] == 1
+    comps = fake_components()
+    run("a2v", comps, True, 0)
+    assert comps.binder.calls["audio"] == 1
+
+
+def test_missing_generator_is_a_clear_error():
+    comps = Components(binder=FakeBinder())
+    with pytest.raises(AvbridgeError, match="audio generator"):
+        run("v2a", comps, True, 0)
+    with pytest.raises(AvbridgeError, match="video generator"):
+        run("a2v", comps, True, 0)
+
+
+def test_default_configs_follow_the_paper():
+    assert default_config("v2a").steps == 30 and default_config("v2a").lr == 0.1
+    assert default_config("v2a").guided_steps() == list(range(6, 30))
+    a2v_cfg = default_config("a2v")
+    assert a2v_cfg.steps == 25 and a2v_cfg.lr == 0.01 and a2v_cfg.prompt_lr > 0
+    j = default_config("joint")
+    assert j.steps == 25 and j.lr == {"audio": 0.1, "visual": 0.01} and j.prompt_lr > 0
