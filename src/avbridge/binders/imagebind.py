@@ -542,9 +542,9 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         try:  # mmap needs the zip format; legacy pickles load without it
             sd = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as e2:
-            raise CheckpointError(
-                path, f"not a readable PyTorch checkpoint (truncated or corrupt?): {type(e2).__name__}: {e2}"
-            ) from e
+            detail = str(e2).split(". ")[0].splitlines()[0][:160] if str(e2) else ""
+            problem = "not a readable PyTorch checkpoint (truncated or corrupt?)"
+            raise CheckpointError(path, f"{problem}: {type(e2).__name__}: {detail}") from e
     if isinstance(sd, Mapping) and len(sd) == 1 and next(iter(sd)) in ("model", "state_dict"):
         sd = next(iter(sd.values()))
     if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
