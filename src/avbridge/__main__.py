@@ -1,0 +1,7 @@
+"""``python -m avbridge``: the same as the ``avbridge`` command."""
+
+import sys
+
+from avbridge.cli import main
+
+sys.exit(main())
