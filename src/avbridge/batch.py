@@ -341,7 +341,10 @@ class BatchSettings:
     task: str
     out_dir: Path
     ext: str | None = None
-    preset: str = "tiny-random"
+    preset: str = "world"
+    models: dict[str, Any] = field(default_factory=dict)
+    device: str | None = None
+    dtype: str = "float32"
     guided: bool = True
     base_seed: int = 0
     prompt: str | None = None
@@ -403,22 +406,32 @@ def dist_context() -> tuple[int, int, Any]:
 
 
 def load_task_components(settings: BatchSettings, device: Any, tasks_mod: Any = None) -> Any:
-    """Components of the preset, on ``device`` where supported.
+    """Components of the preset and model options, loaded once per process.
 
     From ``avbridge.registry.load_components``, unless the task module brings its own
-    ``load_components`` (a custom ``--task-module``).
+    ``load_components`` (a custom ``--task-module``). ``settings.device`` wins over the
+    process's accelerate device; keyword arguments the loader does not take are dropped.
     """
     load_components = getattr(tasks_mod, "load_components", None)
+    needs = None
     if load_components is None:
-        from avbridge.registry import load_components
+        from avbridge import registry
 
-    params = inspect.signature(load_components).parameters
-    kwargs: dict[str, Any] = {"preset": settings.preset}
-    if "device" in params and device is not None:
-        kwargs["device"] = device
-    if "task" in params:
-        kwargs["task"] = settings.task
-    return load_components(**kwargs)
+        load_components = registry.load_components
+        needs = getattr(registry, "TASK_NEEDS", {}).get(settings.task)
+    dev = settings.device or (None if device is None else str(device))
+    if dev == "auto" or dev is None:
+        import torch
+
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+    kwargs: dict[str, Any] = dict(settings.models, device=dev)
+    if needs is not None:
+        kwargs["need"] = needs
+    if settings.dtype != "float32":
+        import torch
+
+        kwargs["dtype"] = getattr(torch, settings.dtype)
+    return load_components(settings.preset, **_accepted(load_components, kwargs))
 
 
 def _native_window(components: Any, output_kind: str) -> float | None:
@@ -713,8 +726,37 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="output format: .wav/.flac for audio tasks (v2a also .mp4: the input video with the "
         "new audio), .mp4/.gif for a2v and joint, .png/.jpg for a2i; default per task",
     )
-    p.add_argument(
-        "--preset", default="tiny-random", help="model preset for avbridge.registry.load_components"
+    g = p.add_argument_group("models")
+    g.add_argument(
+        "--preset",
+        default="world",
+        help="model set: 'world' (shipped small models), 'tiny-random' (noise; for tests), 'paper'",
+    )
+    for name, what in (
+        ("audio-model", "audio generator"),
+        ("video-model", "video generator"),
+        ("image-model", "image generator (a2i)"),
+        ("binder", "binder (ImageBind)"),
+    ):
+        g.add_argument(
+            f"--{name}", metavar="ID|DIR|PRESET", help=f"{what}: hub id, local folder or preset name"
+        )
+    g.add_argument(
+        "--captioner",
+        metavar="SPEC",
+        action="append",
+        help="captioner for items without a prompt (see `avbridge v2a --help`); may be repeated",
+    )
+    g.add_argument(
+        "--device",
+        default=None,
+        help="torch device; default: the process's device under accelerate, else cuda if available",
+    )
+    g.add_argument(
+        "--dtype",
+        choices=("float32", "float16", "bfloat16"),
+        default="float32",
+        help="weight and compute precision",
     )
     p.add_argument(
         "--seed",
@@ -763,6 +805,13 @@ def run_from_args(args: argparse.Namespace) -> int:
     settings = BatchSettings(
         task=args.task,
         out_dir=args.out,
+        models={
+            k: getattr(args, k)
+            for k in ("audio_model", "video_model", "image_model", "binder", "captioner")
+            if getattr(args, k) is not None
+        },
+        device=args.device,
+        dtype=args.dtype,
         ext=args.ext,
         preset=args.preset,
         guided=not args.no_guidance,
