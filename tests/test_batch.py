@@ -300,3 +300,33 @@ def test_thirty_second_input_in_windows(tmp_path, task):
         v = read_video(out / "long.mp4", need_audio=True)
         assert len(v.frames) == 240 and v.fps == 8.0
         assert v.audio.duration_s == pytest.approx(30.0, abs=0.07)
+
+
+def test_ctrl_c_stops_cleanly_and_resumes(tmp_path, clips):
+    out = tmp_path / "out"
+    cmd = _cli(clips, out)
+    proc = subprocess.Popen(
+        cmd, env=_env(AVBRIDGE_FAKE_DELAY="0.6"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(r["status"] == "done" for r in _records(out)):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    assert not list(out.glob(TMP_PREFIX + "*"))
+    merged = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    done = {r["id"] for r in merged if r["status"] == "done"}
+    assert done and {p.stem for p in out.glob("*.wav")} == done
+    r = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
+    assert r.returncode == 0 and f"skipped {len(done)}" in r.stderr
+
+
+def test_joint_long_prompt_in_windows(tmp_path):
+    (tmp_path / "p.jsonl").write_text('{"id": "dog", "prompt": "a dog barks", "duration": 25}\n')
+    out = tmp_path / "out"
+    items = load_manifest(tmp_path / "p.jsonl", "joint")
+    s = run_batch(items, _settings(out, task="joint", window_s=10.0, overlap_s=1.0), log=lambda m: None)
+    assert s.done == 1
+    v = read_video(out / "dog.mp4", need_audio=True)
+    assert v.duration_s == pytest.approx(25.0) and v.audio.duration_s == pytest.approx(25.0, abs=0.07)
