@@ -384,30 +384,35 @@ class AnimateDiffGenerator:
         modality: Modality = "video",
         tokenizer: PreTrainedTokenizerBase | None = None,
         words: list[str] | None = None,
-        load_weights: bool = True,
+        device: torch.device | str = "cpu",
         **kwargs: Any,
     ) -> AnimateDiffGenerator:
-        """Random-weight components from :func:`animatediff_config`-style dicts (current device)."""
+        """Random-weight components from :func:`animatediff_config`-style dicts, built on ``device``."""
         tok = tokenizer or build_word_tokenizer(
             words, "clip", model_max_length=config["tokenizer"]["model_max_length"]
         )
         te_cfg = dict(config["text_encoder"])
         if tokenizer is None and words is not None:
             te_cfg["vocab_size"] = len(tok)
-        unet2d = UNet2DConditionModel(**config["unet"])
-        if modality == "video":
-            adapter = MotionAdapter(**config["motion_adapter"])
-            unet: Any = UNetMotionModel.from_unet2d(unet2d, adapter, load_weights=load_weights)
-        else:
-            unet = unet2d
+        scheduler = DDIMScheduler(**config["scheduler"])
+        with torch.device(device):
+            unet2d = UNet2DConditionModel(**config["unet"])
+            if modality == "video":
+                adapter = MotionAdapter(**config["motion_adapter"])
+                unet: Any = UNetMotionModel.from_unet2d(
+                    unet2d, adapter, load_weights=torch.device(device).type != "meta"
+                )
+            else:
+                unet = unet2d
+            vae = AutoencoderKL(**config["vae"])
+            text_encoder = CLIPTextModel(CLIPTextConfig(**te_cfg))
         d = config.get("defaults", {})
         defaults = dict(default_height=d.get("height", 512), default_width=d.get("width", 512),
                         default_fps=d.get("fps", 8.0))
         defaults.update(kwargs)
         return cls(
-            unet=unet, vae=AutoencoderKL(**config["vae"]),
-            text_encoder=CLIPTextModel(CLIPTextConfig(**te_cfg)), tokenizer=tok,
-            scheduler=DDIMScheduler(**config["scheduler"]), modality=modality, **defaults,
+            unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tok, scheduler=scheduler,
+            modality=modality, **defaults,
         )
 
     @classmethod
@@ -433,9 +438,7 @@ class AnimateDiffGenerator:
         cls, variant: str = "sd15-v152", device: torch.device | str = "meta", modality: Modality = "video"
     ) -> AnimateDiffGenerator:
         """Full-size architecture with random (on ``meta``: no) weights, for shape/memory checks."""
-        with torch.device(device):
-            real = torch.device(device).type != "meta"
-            return cls.from_config(animatediff_config(variant), modality=modality, load_weights=real)
+        return cls.from_config(animatediff_config(variant), modality=modality, device=device)
 
 
 def build_animatediff(

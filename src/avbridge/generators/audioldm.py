@@ -413,23 +413,25 @@ class AudioLDMGenerator:
         config: dict[str, dict[str, Any]],
         tokenizer: PreTrainedTokenizerBase | None = None,
         words: list[str] | None = None,
+        device: torch.device | str = "cpu",
         **kwargs: Any,
     ) -> AudioLDMGenerator:
-        """Random-weight components from :func:`audioldm_config`-style dicts (current device)."""
+        """Random-weight components from :func:`audioldm_config`-style dicts, built on ``device``."""
         tok = tokenizer or build_word_tokenizer(
             words, "roberta", model_max_length=config["tokenizer"]["model_max_length"]
         )
         te_cfg = dict(config["text_encoder"])
         if tokenizer is None and words is not None:
             te_cfg["vocab_size"] = len(tok)
+        scheduler = DDIMScheduler(**config["scheduler"])
+        with torch.device(device):
+            unet = UNet2DConditionModel(**config["unet"])
+            vae = AutoencoderKL(**config["vae"])
+            text_encoder = ClapTextModelWithProjection(ClapTextConfig(**te_cfg))
+            vocoder = SpeechT5HifiGan(SpeechT5HifiGanConfig(**config["vocoder"]))
         return cls(
-            unet=UNet2DConditionModel(**config["unet"]),
-            vae=AutoencoderKL(**config["vae"]),
-            text_encoder=ClapTextModelWithProjection(ClapTextConfig(**te_cfg)),
-            tokenizer=tok,
-            vocoder=SpeechT5HifiGan(SpeechT5HifiGanConfig(**config["vocoder"])),
-            scheduler=DDIMScheduler(**config["scheduler"]),
-            **kwargs,
+            unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tok, vocoder=vocoder,
+            scheduler=scheduler, **kwargs,
         )
 
     @classmethod
@@ -448,8 +450,7 @@ class AudioLDMGenerator:
     @classmethod
     def build(cls, variant: str = "m-full", device: torch.device | str = "meta") -> AudioLDMGenerator:
         """A full-size architecture with random (or, on ``meta``, no) weights, for shape/memory checks."""
-        with torch.device(device):
-            return cls.from_config(audioldm_config(variant))
+        return cls.from_config(audioldm_config(variant), device=device)
 
 
 def build_audioldm(variant: str = "m-full", device: torch.device | str = "meta") -> AudioLDMGenerator:
