@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler
 
 from avbridge.binders.base import ClipSpec, Embedding
+from avbridge.binders.preprocess import sample_video_clips
 from avbridge.generators.base import MediaSpec, PromptCond
 
 
@@ -46,6 +47,7 @@ class FakeGenerator(torch.nn.Module):
                                        beta_start=0.00085, beta_end=0.012, clip_sample=False,
                                        set_alpha_to_one=False)
         self.calls: Counter[str] = Counter()
+        self.frames_decoded: list[int] = []
         self.requires_grad_(False)
 
     @property
@@ -105,6 +107,8 @@ class FakeGenerator(torch.nn.Module):
 
     def decode(self, z0: torch.Tensor, spec: MediaSpec) -> torch.Tensor:
         self.calls["decode"] += 1
+        if self.modality == "video":
+            self.frames_decoded.append(z0.shape[2])
         x = (z0.movedim(1, -1) @ self.dec).movedim(-1, 1)
         if self.modality == "audio":
             n = spec.num_samples(self.sample_rate)
@@ -127,6 +131,7 @@ class FakeBinder(torch.nn.Module):
         self.vision = torch.nn.Parameter(torch.randn(48, dim, generator=g))
         self.text = torch.nn.Parameter(torch.randn(32, dim, generator=g))
         self.calls: Counter[str] = Counter()
+        self.frames_seen: list[int] = []
         self.requires_grad_(False)
 
     def embed_audio(self, waveform: torch.Tensor, sample_rate: int) -> Embedding:
@@ -147,13 +152,9 @@ class FakeBinder(torch.nn.Module):
 
     def embed_video(self, frames: torch.Tensor, fps: float) -> Embedding:
         self.calls["video"] += 1
-        total = frames.shape[1] / fps
-        feats = []
-        for s in self.clips.starts(total):
-            idx = [min(frames.shape[1] - 1, int((s + self.clips.duration_s * (j + 0.5)
-                                                 / self.clips.frames_per_clip) * fps))
-                   for j in range(self.clips.frames_per_clip)]
-            feats.append(self._frames(frames[:, idx]))
+        self.frames_seen.append(frames.shape[1])
+        clips = sample_video_clips(frames, fps, self.clips)  # (B, C, F, 3, H, W)
+        feats = [self._frames(clips[:, c]) for c in range(clips.shape[1])]
         return Embedding.from_clips(torch.stack(feats, dim=1))
 
     def embed_image(self, images: torch.Tensor) -> Embedding:
@@ -183,3 +184,23 @@ def fake_video_gen() -> FakeGenerator:
 @pytest.fixture
 def fake_image_gen() -> FakeGenerator:
     return FakeGenerator("image", seed=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_components():
+    """The project's real tiny components (ImageBind tiny, AudioLDM tiny, AnimateDiff tiny
+    in video and image mode), built once per session; skipped where one is missing."""
+    try:
+        from avbridge.binders.imagebind import ImageBindBinder
+        from avbridge.generators.animatediff import AnimateDiffGenerator
+        from avbridge.generators.audioldm import AudioLDMGenerator
+    except ImportError as exc:  # pragma: no cover - only while a component is being built
+        pytest.skip(f"tiny components not available: {exc}")
+    from avbridge.tasks import Components
+
+    return Components(
+        binder=ImageBindBinder.from_preset("tiny"),
+        audio=AudioLDMGenerator.tiny(),
+        video=AnimateDiffGenerator.tiny(),
+        image=AnimateDiffGenerator.tiny(modality="image"),
+    )

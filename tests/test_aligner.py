@@ -173,3 +173,19 @@ def test_config_validation_and_progress(fake_audio_gen, fake_binder):
     align(fake_audio_gen, fake_binder, spec=SPEC_A, condition=video_condition(), prompt="",
           config=AlignConfig(steps=4), progress=lambda i, n, info: ticks.append((i, n, info["guided"])))
     assert ticks == [(1, 4, False), (2, 4, True), (3, 4, True), (4, 4, True)]
+
+
+def test_frame_subset_decodes_only_sampled_frames_with_the_same_loss(fake_binder):
+    audio = Condition("audio", torch.randn(1, 1600, generator=torch.Generator().manual_seed(0)), rate=800)
+    spec = MediaSpec(duration_s=3.0, fps=4, height=16, width=16)  # 12 frames, 3 clips of 2
+    res = {}
+    for subset in (True, False):
+        gen = FakeGenerator("video", seed=2)
+        cfg = AlignConfig(steps=4, lr=0.05, frame_subset=subset)
+        res[subset] = (align(gen, fake_binder, spec=spec, condition=audio, prompt="a dog", config=cfg),
+                       gen.frames_decoded)
+    (sub, dec_sub), (full, dec_full) = res[True], res[False]
+    assert dec_full == [12, 12, 12, 12]  # 3 guided steps + the final decode
+    assert dec_sub == [6, 6, 6, 12]
+    assert sub.trace.step_loss == pytest.approx(full.trace.step_loss, abs=1e-6)
+    assert torch.allclose(sub.media["visual"], full.media["visual"], atol=1e-5)
