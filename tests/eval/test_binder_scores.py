@@ -7,33 +7,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from eval_fakes import FixedBinder
 
-from avbridge.binders.base import Binder, ClipSpec, Embedding
+from avbridge.binders.base import Binder
 from avbridge.eval import binder_scores as bs
 from avbridge.eval.extractors import BinderExtractor, FeatureExtractor, embed_media
 from avbridge.media import Audio, Image, Video
-
-
-class FixedBinder:
-    """Protocol-satisfying fake: each modality maps to a fixed direction."""
-
-    clips = ClipSpec()
-    DIRS = {"video": [1.0, 0, 0], "image": [1.0, 0, 0], "audio": [1.0, 1.0, 0], "text": [0, 0, 1.0]}
-
-    def _e(self, kind: str, b: int) -> Embedding:
-        return Embedding.from_clips(torch.tensor(self.DIRS[kind]).repeat(b, 2, 1))
-
-    def embed_video(self, frames, fps):
-        return self._e("video", frames.shape[0])
-
-    def embed_image(self, images):
-        return self._e("image", images.shape[0])
-
-    def embed_audio(self, waveform, sample_rate):
-        return self._e("audio", waveform.shape[0])
-
-    def embed_text(self, texts):
-        return self._e("text", len(texts))
 
 
 def _media(seed=0):
