@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from avbridge.errors import AvbridgeError
 from avbridge.generators.animatediff import AnimateDiffGenerator
 from avbridge.generators.audioldm import AudioLDMGenerator
 from avbridge.generators.base import Generator, MediaSpec
@@ -114,3 +115,8 @@ def test_image_mode_shares_spatial_weights(video_gen, image_gen):
     sd_image = image_gen.unet.state_dict()
     assert sd_video.keys() == sd_image.keys()
     assert all(torch.equal(sd_video[k], sd_image[k]) for k in sd_image)
+
+
+def test_too_many_frames_is_a_clear_error(video_gen):
+    with pytest.raises(AvbridgeError, match="at most 32"):
+        video_gen.init_latents(MediaSpec(duration_s=5.0, fps=8, height=32, width=32), 1, torch.Generator())

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from diffusers import DDIMScheduler
+from diffusers.utils import logging as diffusers_logging
 
 from avbridge.errors import CheckpointError
 from avbridge.generators.base import PromptCond
@@ -168,3 +171,14 @@ def boost_vocoder_init(vocoder: torch.nn.Module, generator: torch.Generator, gai
                 w.copy_(torch.randn(w.shape, generator=generator) * std)
                 if m.bias is not None:
                     m.bias.zero_()
+
+
+@contextlib.contextmanager
+def quiet_diffusers() -> Iterator[None]:
+    """Silence diffusers' info/warning logs (e.g. the dtype notice from ``from_unet2d``)."""
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(level)

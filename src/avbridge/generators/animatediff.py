@@ -25,12 +25,13 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDIMScheduler, MotionAdapter, UNet2DConditionModel, UNetMotionModel
 from transformers import AutoTokenizer, CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerBase
 
-from avbridge.errors import CheckpointError
+from avbridge.errors import AvbridgeError, CheckpointError
 from avbridge.generators._common import (
     DDIMMath,
     cfg_inputs,
     freeze,
     load_part,
+    quiet_diffusers,
     resolve_source,
     timestep_batch,
 )
@@ -129,7 +130,7 @@ def unet2d_from_motion(unet: UNetMotionModel) -> UNet2DConditionModel:
         attention_head_dim=c.num_attention_heads, use_linear_projection=c.use_linear_projection,
     )
     param = next(unet.parameters())
-    with torch.device(param.device):
+    with torch.device(param.device), quiet_diffusers():
         u2 = UNet2DConditionModel(**cfg).to(param.dtype)
     sd = {k: v for k, v in unet.state_dict().items() if "motion_modules" not in k}
     if param.device.type != "meta":
@@ -243,6 +244,12 @@ class AnimateDiffGenerator:
         """Gaussian latents: (B, C, F, h, w) for video (F = ``spec.num_frames``), (B, C, h, w) for images."""
         h, w = self.latent_size(spec)
         if self.modality == "video":
+            limit = int(getattr(self.unet.config, "motion_max_seq_length", 32) or 32)
+            if spec.num_frames > limit:
+                raise AvbridgeError(
+                    f"{spec.num_frames} frames requested but the motion module handles at most {limit} "
+                    "per window: lower the fps or the duration, or generate in windows"
+                )
             shape: tuple[int, ...] = (batch, self.latent_channels, spec.num_frames, h, w)
         else:
             shape = (batch, self.latent_channels, h, w)
@@ -335,7 +342,8 @@ class AnimateDiffGenerator:
                     adapter = MotionAdapter.from_pretrained(a_src, torch_dtype=dtype)
                 except Exception as e:  # noqa: BLE001
                     raise CheckpointError(a_local or a_src, f"cannot load motion adapter: {e}") from e
-                unet = UNetMotionModel.from_unet2d(unet2d, adapter).to(dtype)
+                with quiet_diffusers():
+                    unet = UNetMotionModel.from_unet2d(unet2d, adapter)
             else:
                 unet = unet2d
             if scheduler is None:
@@ -399,9 +407,10 @@ class AnimateDiffGenerator:
             unet2d = UNet2DConditionModel(**config["unet"])
             if modality == "video":
                 adapter = MotionAdapter(**config["motion_adapter"])
-                unet: Any = UNetMotionModel.from_unet2d(
-                    unet2d, adapter, load_weights=torch.device(device).type != "meta"
-                )
+                with quiet_diffusers():
+                    unet: Any = UNetMotionModel.from_unet2d(
+                        unet2d, adapter, load_weights=torch.device(device).type != "meta"
+                    )
             else:
                 unet = unet2d
             vae = AutoencoderKL(**config["vae"])
