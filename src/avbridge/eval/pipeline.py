@@ -236,10 +236,19 @@ class Stage1Stats:
     log: list[str] = field(default_factory=list)
 
 
-def _read(path: Path) -> Any:
+_MEDIA_MEMO: dict[tuple[Path, str], Any] = {}
+
+
+def _read(path: Path, digest: str) -> Any:
+    """Decode a file once per stage run (several extractors read the same file)."""
     from avbridge.media import read_media
 
-    return read_media(path)
+    key = (path.resolve(), digest)
+    if key not in _MEDIA_MEMO:
+        if len(_MEDIA_MEMO) >= 8:
+            _MEDIA_MEMO.pop(next(iter(_MEDIA_MEMO)))
+        _MEDIA_MEMO[key] = read_media(path)
+    return _MEDIA_MEMO[key]
 
 
 def _features_for(
@@ -252,7 +261,7 @@ def _features_for(
         return got
     if not compute:
         raise AvbridgeError(f"{path}: no cached {ex.name} features; run the extract stage first")
-    media = _read(path)
+    media = _read(path, cache.key(path))
     if not accepts(ex, media):
         return None
     try:
@@ -393,6 +402,7 @@ def extract_stage(
         if av_align:
             sd.av_align = _av_align_intermediates(cache, it, stats, compute)
         data.append(sd)
+    _MEDIA_MEMO.clear()
     return data, stats
 
 
