@@ -99,3 +99,19 @@ def test_bad_sources(tmp_path):
     (tmp_path / "m" / "unet" / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="unet"):
         AudioLDMGenerator.from_pretrained(tmp_path / "m")
+
+
+def test_half_precision_load_keeps_float32_latents_and_media(audio_gen, tmp_path):
+    audio_gen.save_pretrained(tmp_path / "m")
+    gen = AudioLDMGenerator.from_pretrained(tmp_path / "m", dtype=torch.bfloat16)
+    assert gen.unet.dtype == gen.vocoder.dtype == torch.bfloat16
+    spec = gen.default_spec(0.5)
+    cond = gen.encode_prompt(["a dog barking"])
+    cond.embeds.requires_grad_(True)
+    z = gen.init_latents(spec, 1, torch.Generator().manual_seed(0)).requires_grad_(True)
+    t = gen.timesteps(5)[1]
+    wave = gen.decode(gen.predict_x0(z, gen.predict_eps(z, t, cond, 2.5), t), spec)
+    assert wave.dtype == torch.float32 and wave.shape == (1, 8000)
+    wave.square().mean().backward()
+    assert z.grad.dtype == torch.float32 and torch.isfinite(z.grad).all() and z.grad.abs().max() > 0
+    assert torch.isfinite(cond.embeds.grad).all()

@@ -193,8 +193,12 @@ class AnimateDiffGenerator:
         self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> AnimateDiffGenerator:
         """Move all modules (in place) and return self."""
-        for m in (self.unet, self.vae, self.text_encoder):
-            m.to(device=device, dtype=dtype)
+        with quiet_diffusers():
+            for m in (self.unet, self.vae, self.text_encoder):
+                if device is not None:
+                    m.to(device)
+                if dtype is not None:
+                    m.to(dtype)
         return self
 
     def default_spec(self, duration_s: float | None = None) -> MediaSpec:

@@ -41,6 +41,7 @@ from avbridge.generators._common import (
     cfg_inputs,
     freeze,
     load_part,
+    quiet_diffusers,
     resolve_source,
     timestep_batch,
 )
@@ -273,8 +274,12 @@ class AudioLDMGenerator:
         self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> AudioLDMGenerator:
         """Move all modules (in place) and return self."""
-        for m in (self.unet, self.vae, self.text_encoder, self.vocoder):
-            m.to(device=device, dtype=dtype)
+        with quiet_diffusers():
+            for m in (self.unet, self.vae, self.text_encoder, self.vocoder):
+                if device is not None:
+                    m.to(device)
+                if dtype is not None:
+                    m.to(dtype)
         return self
 
     def default_spec(self, duration_s: float | None = None) -> MediaSpec:
