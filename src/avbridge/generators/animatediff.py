@@ -222,6 +222,15 @@ class AnimateDiffGenerator:
         f = self.vae_scale_factor
         return math.ceil(h / f), math.ceil(w / f)
 
+    def enable_gradient_checkpointing(self, enabled: bool = True) -> AnimateDiffGenerator:
+        """Recompute UNet/VAE activations in backward: less memory for guided steps at full size."""
+        for m in (self.unet, self.vae):
+            if enabled:
+                m.enable_gradient_checkpointing()
+            else:
+                m.disable_gradient_checkpointing()
+        return self
+
     # -- protocol ---------------------------------------------------------------------
     @torch.no_grad()
     def _text_states(self, prompts: list[str]) -> torch.Tensor:

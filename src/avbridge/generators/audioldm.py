@@ -290,6 +290,15 @@ class AudioLDMGenerator:
         frames = math.ceil(spec.num_samples(self.sample_rate) / self.hop_length)
         return math.ceil(frames / self.vae_scale_factor) * self.vae_scale_factor
 
+    def enable_gradient_checkpointing(self, enabled: bool = True) -> AudioLDMGenerator:
+        """Recompute UNet/VAE activations in backward: less memory for guided steps at full size."""
+        for m in (self.unet, self.vae):
+            if enabled:
+                m.enable_gradient_checkpointing()
+            else:
+                m.disable_gradient_checkpointing()
+        return self
+
     # -- protocol ---------------------------------------------------------------------
     @torch.no_grad()
     def _text_embeds(self, prompts: list[str]) -> torch.Tensor:
