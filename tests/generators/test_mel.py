@@ -55,3 +55,12 @@ def test_deterministic_and_batched():
     a, b = mel_spectrogram(w), mel_spectrogram(w)
     assert torch.equal(a, b)
     assert torch.allclose(mel_spectrogram(w[1]), a[1:2], atol=1e-5)
+
+
+def test_tiny_vocoder_inverts_the_mel_frame_count(audio_gen):
+    """T frames of mel_spectrogram(wave) vocode back to exactly 160 T samples (the training pair)."""
+    wave = _tone(500.0, 16000)[None]
+    mel = mel_spectrogram(wave)
+    with torch.no_grad():
+        out = audio_gen.vocode(mel)
+    assert out.shape == (1, 160 * mel.shape[2]) == wave.shape

@@ -173,7 +173,7 @@ def audioldm_config(variant: str = "m-full") -> dict[str, dict[str, Any]]:
             ),
             "vocoder": dict(
                 model_in_dim=MEL_BINS, sampling_rate=MEL_SAMPLE_RATE, upsample_initial_channel=64,
-                upsample_rates=[5, 4, 2, 2, 2], upsample_kernel_sizes=[10, 8, 4, 4, 4],
+                upsample_rates=[5, 4, 2, 2, 2], upsample_kernel_sizes=[11, 8, 4, 4, 4],
                 resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1, 3]], normalize_before=False,
             ),
             "scheduler": dict(
@@ -365,7 +365,11 @@ class AudioLDMGenerator:
         return self.vae.decode(z0.to(self.vae.dtype)).sample
 
     def vocode(self, mel: torch.Tensor) -> torch.Tensor:
-        """Vocoder: log-mel (B, 1, T, 64) -> waveform (B, 160 T). Differentiable."""
+        """Vocoder: log-mel (B, 1, T, 64) -> waveform. Differentiable.
+
+        The tiny preset gives exactly 160 T samples; the released HiFi-GAN's odd kernel/stride
+        pairs give 160 T + 32 (``decode`` trims to the requested length either way).
+        """
         wave = self.vocoder(mel[:, 0].to(self.vocoder.dtype))
         return wave.reshape(mel.shape[0], -1).float()
 
