@@ -39,6 +39,9 @@ PAPER_AUDIO = "cvssp/audioldm-m-full"
 PAPER_VIDEO_BASE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 PAPER_MOTION_ADAPTER = "guoyww/animatediff-motion-adapter-v1-5-2"
 
+#: Clip layout of the binder in the paper preset (the authors' V2A code: 1-s clips, 2 frames each).
+PAPER_BINDER_CLIPS = ClipSpec(duration_s=1.0, count=None, frames_per_clip=2)
+
 TINY_RANDOM_NOTE = (
     "tiny-random models: tiny untrained networks, the outputs are noise (for tests and smoke runs)"
 )
@@ -263,7 +266,9 @@ def load_binder(
                 "imagebind_huge.pth", "ImageBind-huge has no hub id: pass the path of imagebind_huge.pth"
             )
     elif src.kind == "file":
-        binder = cls.from_checkpoint(src.path, preset="huge")
+        # The paper preset follows the authors' released V2A code: back-to-back 1-s clips.
+        clips = PAPER_BINDER_CLIPS if preset == "paper" else None
+        binder = cls.from_checkpoint(src.path, preset="huge", clips=clips)
     elif src.kind == "dir":
         binder = cls.from_pretrained(src.path, trainable=False)
     else:
