@@ -1,0 +1,43 @@
+"""Print the training summary of the shipped world models as a markdown table.
+
+    python scripts/world_models_table.py [src/avbridge/world/models]
+
+Reads ``training.json`` (written by ``python -m avbridge.world.train``) and the folder
+sizes, for docs/world-models.md.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ORDER = ["audio-vae", "vocoder", "audio-text", "audio-unet", "video-vae", "video-unet", "binder"]
+
+
+def main(argv: list[str]) -> int:
+    root = Path(argv[0]) if argv else Path(__file__).resolve().parents[1] / "src/avbridge/world/models"
+    data = json.loads((root / "training.json").read_text())
+    print("| stage | steps | batch | lr | seed | clips | wall (s) | device | final losses | extra |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    skip = {"steps", "batch", "lr", "seed", "clips", "wall_s", "device", "final_losses", "command", "world"}
+    for stage in ORDER:
+        if stage not in data:
+            continue
+        d = data[stage]
+        losses = ", ".join(f"{k} {v:.4g}" for k, v in d["final_losses"].items())
+        extra = ", ".join(f"{k} {v}" for k, v in d.items() if k not in skip)
+        print(f"| {stage} | {d['steps']} | {d['batch']} | {d['lr']} | {d['seed']} | {d['clips']} | "
+              f"{d['wall_s']} | {d['device']} | {losses} | {extra} |")
+    print()
+    total = 0
+    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+        size = sum(f.stat().st_size for f in sub.rglob("*") if f.is_file())
+        total += size
+        print(f"- `{sub.name}/`: {size / 2**20:.2f} MiB")
+    print(f"- total: {total / 2**20:.2f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

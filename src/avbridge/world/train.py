@@ -1,0 +1,658 @@
+"""Train the embedded world's tiny models, one stage per command.
+
+    python -m avbridge.world.train STAGE [--steps N] [--minutes M] [--resume] [--device cuda]
+
+Stages, in dependency order (the UNets need their VAE and text encoder):
+
+- ``audio-vae``   AutoencoderKL on AudioLDM log-mels (1, 400, 64) -> latents (8, 100, 16)
+- ``vocoder``     SpeechT5HifiGan, log-mel -> 16-kHz wave (mel L1 + multi-resolution STFT)
+- ``audio-text``  ClapTextModelWithProjection + word-level tokenizer, contrastive vs audio
+- ``audio-unet``  UNet2DConditionModel (simple_projection class embedding of the CLAP text)
+- ``video-vae``   AutoencoderKL on 32x32 frames -> latents (4, 8, 8)
+- ``video-unet``  UNetMotionModel + CLIPTextModel (trained jointly) on 32-frame clips
+- ``binder``      ImageBind-architecture binder, InfoNCE video-audio-text (train_binder.py)
+
+Each stage writes diffusers/transformers folders into ``--models`` (default: the
+package's ``avbridge/world/models``), its running log and checkpoint into
+``runs/world-train/STAGE``, and its summary (steps, losses, seconds, device) into
+``models/training.json``, which docs/world-models.md reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from avbridge.errors import AvbridgeError
+from avbridge.world.scene import WORLD
+from avbridge.world.train_data import (
+    ClipSet,
+    build_tokenizer,
+    load_clips,
+    mel_spectrogram,
+    sample_caption,
+    save_json,
+)
+from avbridge.world.train_loop import EMA, Loop, pick_device, seed_everything
+
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+WORK_ROOT = Path("runs/world-train")
+MAX_TOKENS = 16
+
+# Noise schedules of the real backends (AudioLDM; AnimateDiff / SD 1.5).
+AUDIO_BETAS = {"beta_start": 0.0015, "beta_end": 0.0195, "beta_schedule": "scaled_linear"}
+VIDEO_BETAS = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "linear"}
+
+
+# ---------------------------------------------------------------- helpers
+
+def _summary(models: Path, stage: str, info: dict) -> None:
+    """Merge a stage's summary into models/training.json (locked: stages may run in parallel)."""
+    import fcntl
+
+    models.mkdir(parents=True, exist_ok=True)
+    path = models / "training.json"
+    with open(models / ".training.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = json.loads(path.read_text()) if path.exists() else {}
+        data[stage] = info
+        save_json(path, data)
+    (models / ".training.lock").unlink(missing_ok=True)
+
+
+def save_half(model, folder: Path) -> None:
+    """Save a diffusers model with fp16 safetensors (diffusers loads them back as fp32)."""
+    import copy
+
+    copy.deepcopy(model).to(torch.float16).save_pretrained(folder, safe_serialization=True)
+
+
+def _finish(args, loop: Loop, stage: str, extra: dict | None = None) -> dict:
+    info = {
+        "steps": loop.step_i,
+        "wall_s": round(loop.elapsed, 1),
+        "final_losses": {k: round(v, 5) for k, v in loop.final_losses().items()},
+        "device": _device_name(args.device),
+        "seed": args.seed,
+        "clips": args.clips,
+        "batch": args.batch,
+        "lr": args.lr,
+        "world": {"duration_s": WORLD.duration_s, "fps": WORLD.fps, "size": WORLD.size,
+                  "sample_rate": WORLD.sample_rate},
+        "command": f"python -m avbridge.world.train {stage} --steps {args.steps} --minutes {args.minutes} "
+        f"--clips {args.clips} --batch {args.batch} --lr {args.lr} --seed {args.seed}",
+    }
+    info.update(extra or {})
+    _summary(args.models, stage, info)
+    loop.save()
+    print(f"[{stage}] done: {json.dumps(info)}", flush=True)
+    return info
+
+
+def _device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _mels(clips: ClipSet, device: torch.device, chunk: int = 256) -> torch.Tensor:
+    """(N, 400, 64) log-mels of every clip's audio."""
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(clips), chunk):
+            out.append(mel_spectrogram(clips.audio[i:i + chunk].to(device).float()))
+    return torch.cat(out)
+
+
+def _require(path: Path, stage: str) -> Path:
+    if not path.exists():
+        raise AvbridgeError(f"{path} is missing: run `python -m avbridge.world.train {stage}` first")
+    return path
+
+
+def _kl(post) -> torch.Tensor:
+    """Mean KL per latent element of a diagonal Gaussian posterior."""
+    return 0.5 * (post.mean.pow(2) + post.var - 1.0 - post.logvar).mean()
+
+
+@torch.no_grad()
+def _latent_stats(vae, batches, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior means and stds of every input batch (kept on device)."""
+    means, stds = [], []
+    for x in batches:
+        post = vae.encode(x.to(device)).latent_dist
+        means.append(post.mean)
+        stds.append(post.std)
+    return torch.cat(means), torch.cat(stds)
+
+
+def _write_model_index(folder: Path, pipeline: str, parts: dict[str, tuple[str, str]]) -> None:
+    import diffusers
+
+    idx = {"_class_name": pipeline, "_diffusers_version": diffusers.__version__}
+    idx.update({k: list(v) for k, v in parts.items()})
+    save_json(folder / "model_index.json", idx)
+
+
+# ---------------------------------------------------------------- audio VAE
+
+def audio_vae_model():
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=1, out_channels=1, latent_channels=8,
+        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(16, 32, 32), layers_per_block=1, norm_num_groups=8,
+        sample_size=256,
+    )
+
+
+def stage_audio_vae(args) -> dict:
+    dev = args.device
+    clips = load_clips("train", args.clips)
+    mels = _mels(clips, dev).unsqueeze(1)  # (N, 1, 400, 64)
+    vae = audio_vae_model().to(dev).train()
+    opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0)
+    loop = Loop(args.work, {"vae": vae}, opt, args.steps, args.minutes, args.ckpt_every)
+    if args.resume:
+        loop.resume()
+    crop = 64
+    while loop.running():
+        idx = torch.randint(0, len(mels), (args.batch,), device=dev)
+        start = random.randrange(0, (400 - crop) // 4 + 1) * 4
+        x = mels[idx, :, start:start + crop]
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.sample()).sample
+        l1 = (rec - x).abs().mean()
+        kl = _kl(post)
+        loss = l1 + 0.5 * F.mse_loss(rec, x) + args.kl_weight * kl
+        loop.update(loss, {"l1": l1.item(), "kl": kl.item()})
+    vae.eval()
+    mu, sd = _latent_stats(vae, mels.split(64), dev)
+    std = float(mu.std())
+    vae.register_to_config(scaling_factor=1.0 / std)
+    with torch.no_grad():
+        rec = vae.decode(mu[:64]).sample
+        l1_full = float((rec - mels[:64]).abs().mean())
+    out = args.models / "audioldm" / "vae"
+    save_half(vae, out)
+    return _finish(args, loop, "audio-vae", {"latent_std": round(std, 4), "scaling_factor": round(1 / std, 4),
+                                            "full_clip_l1": round(l1_full, 4)})
+
+
+# ---------------------------------------------------------------- vocoder
+
+def vocoder_model():
+    from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
+
+    cfg = SpeechT5HifiGanConfig(
+        model_in_dim=64, sampling_rate=16000, upsample_initial_channel=64,
+        upsample_rates=[5, 4, 4, 2], upsample_kernel_sizes=[11, 8, 8, 4],
+        resblock_kernel_sizes=[3, 7], resblock_dilation_sizes=[[1, 3], [1, 3]],
+        normalize_before=False,
+    )
+    voc = SpeechT5HifiGan(cfg)
+    # transformers initialises these convs with std 0.01, which on a tiny net gives ~1e-6
+    # outputs and vanishing gradients; PyTorch's default (Kaiming-uniform) trains.
+    for m in voc.modules():
+        if isinstance(m, (torch.nn.Conv1d, torch.nn.ConvTranspose1d)):
+            m.reset_parameters()
+    return voc
+
+
+def _stft_mag(x: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
+    win = torch.hann_window(n_fft, device=x.device)
+    s = torch.stft(x, n_fft, hop_length=hop, win_length=n_fft, window=win,
+                   return_complex=True)
+    return torch.sqrt(s.real**2 + s.imag**2 + 1e-7)
+
+
+def mr_stft_loss(y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Multi-resolution STFT loss: spectral convergence + log-magnitude L1, three resolutions."""
+    total = y.new_zeros(())
+    for n_fft, hop in ((256, 64), (512, 128), (1024, 256)):
+        a, b = _stft_mag(y, n_fft, hop), _stft_mag(t, n_fft, hop)
+        sc = torch.linalg.norm(a - b) / (torch.linalg.norm(b) + 1e-7)
+        total = total + sc + (torch.log(a) - torch.log(b)).abs().mean()
+    return total / 3
+
+
+def stage_vocoder(args) -> dict:
+    dev = args.device
+    clips = load_clips("train", args.clips)
+    audio = clips.audio.to(dev).float()
+    mels = _mels(clips, dev)  # (N, 400, 64)
+    voc = vocoder_model().to(dev).train()
+    opt = torch.optim.AdamW(voc.parameters(), lr=args.lr, betas=(0.8, 0.99))
+    loop = Loop(args.work, {"vocoder": voc}, opt, args.steps, args.minutes, args.ckpt_every)
+    if args.resume:
+        loop.resume()
+    seg = 32  # mel frames per training segment (0.32 s)
+    hop = 160
+    # Prefer segments with sound: silent stretches teach nothing. Frame energy in log-mel.
+    energy = mels.exp().mean(-1)  # (N, 400)
+    while loop.running():
+        idx = torch.randint(0, len(mels), (args.batch,), device=dev)
+        loud = torch.multinomial(energy[idx, : 400 - seg] + 1e-3, 1)[:, 0]
+        anywhere = torch.randint(0, 400 - seg, (len(idx),), device=dev)
+        starts = torch.where(torch.rand(len(idx), device=dev) < 0.8, loud, anywhere).tolist()
+        m = torch.stack([mels[i, s:s + seg] for i, s in zip(idx.tolist(), starts, strict=True)])
+        pairs = list(zip(idx.tolist(), starts, strict=True))
+        wav = torch.stack([audio[i, s * hop:(s + seg) * hop] for i, s in pairs])
+        y = voc(m)
+        mel_l1 = (mel_spectrogram(y) - mel_spectrogram(wav)).abs().mean()
+        stft = mr_stft_loss(y, wav)
+        loss = mel_l1 + 2.0 * stft
+        loop.update(loss, {"mel_l1": mel_l1.item(), "stft": stft.item()}, clip=5.0)
+    voc.eval()
+    with torch.no_grad():
+        y = voc(mels[:16])
+        full_mel_l1 = float((mel_spectrogram(y) - mels[:16]).abs().mean())
+    voc.save_pretrained(args.models / "audioldm" / "vocoder", safe_serialization=True)
+    return _finish(args, loop, "vocoder", {"full_clip_mel_l1": round(full_mel_l1, 4)})
+
+
+# ---------------------------------------------------------------- text encoders
+
+def _compat(captions: list[str], truths: list[dict]) -> torch.Tensor:
+    """(B_text, B_media) 1 where the media's truth satisfies every attribute the caption names."""
+    rows = []
+    for c in captions:
+        words = set(c.split())
+        row = []
+        for t in truths:
+            ok = all(t[k] in words or not (set(v) & words) for k, v in _ATTR_WORDS.items())
+            row.append(1.0 if ok else 0.0)
+        rows.append(row)
+    return torch.tensor(rows)
+
+
+def _attr_words() -> dict[str, tuple[str, ...]]:
+    from avbridge.world.scene import CLASSES, COLOURS, SIZES
+
+    return {"class": CLASSES, "colour": COLOURS, "size": SIZES}
+
+
+_ATTR_WORDS = _attr_words()
+
+
+def soft_info_nce(logits: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE where each row may have several positives (uniform target over them)."""
+    pos = pos.to(logits.device)
+    t_rows = pos / pos.sum(1, keepdim=True).clamp(min=1)
+    t_cols = pos.t() / pos.t().sum(1, keepdim=True).clamp(min=1)
+    a = -(t_rows * logits.log_softmax(1)).sum(1).mean()
+    b = -(t_cols * logits.t().log_softmax(1)).sum(1).mean()
+    return (a + b) / 2
+
+
+def clap_text_model(vocab_size: int):
+    from transformers import ClapTextConfig, ClapTextModelWithProjection
+
+    cfg = ClapTextConfig(
+        vocab_size=vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=128, max_position_embeddings=MAX_TOKENS + 2, projection_dim=32,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, pad_token_id=1, bos_token_id=0,
+        eos_token_id=2, type_vocab_size=1,
+    )
+    return ClapTextModelWithProjection(cfg)
+
+
+def _encode_clap(text_model, tok, texts: list[str], dev) -> torch.Tensor:
+    ids = tok(texts, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt")
+    out = text_model(input_ids=ids.input_ids.to(dev), attention_mask=ids.attention_mask.to(dev))
+    return F.normalize(out.text_embeds, dim=-1)
+
+
+def _combos() -> list[tuple[str, str, str]]:
+    from avbridge.world.scene import CLASSES, COLOURS, SIZES
+
+    return [(c, col, s) for c in CLASSES for col in COLOURS for s in SIZES]
+
+
+def stage_audio_text(args) -> dict:
+    """CLAP text encoder, contrastive against a learned embedding per (class, colour, size).
+
+    The world's sounds are fully described by these three labels, so a label tower is a
+    cheap stand-in for an audio tower (an audio CNN over log-mels did not fit the CPU
+    budget); the UNet stage then learns the sound of each text embedding. Captions that
+    name fewer attributes count every compatible label as a positive.
+    """
+    dev = args.device
+    tok = build_tokenizer("roberta", MAX_TOKENS)
+    text = clap_text_model(len(tok)).to(dev).train()
+    combos = _combos()
+    truths = [{"class": c, "colour": col, "size": s} for c, col, s in combos]
+    labels = torch.nn.Embedding(len(combos), text.config.projection_dim).to(dev)
+    scale = torch.nn.Parameter(torch.tensor(math.log(10.0), device=dev))
+    opt = torch.optim.AdamW([*text.parameters(), *labels.parameters(), scale], lr=args.lr)
+    loop = Loop(args.work, {"text": text, "labels": labels}, opt, args.steps, args.minutes, args.ckpt_every)
+    if args.resume:
+        loop.resume()
+    rng = random.Random(args.seed)
+    while loop.running():
+        idx = [rng.randrange(len(combos)) for _ in range(args.batch)]
+        caps = [sample_caption(truths[i], rng) for i in idx]
+        te = _encode_clap(text, tok, caps, dev)
+        le = F.normalize(labels.weight, dim=-1)
+        # every caption against every label (36 columns): soft targets over compatible labels
+        loss = soft_info_nce(scale.exp().clamp(max=100) * te @ le.t(), _compat(caps, truths))
+        loop.update(loss)
+    text.eval()
+    with torch.no_grad():
+        from avbridge.world.scene import caption_for
+
+        te = _encode_clap(text, tok, [caption_for(*k) for k in combos], dev)
+        acc = float(((te @ F.normalize(labels.weight, dim=-1).t()).argmax(1).cpu()
+                     == torch.arange(len(combos))).float().mean())
+        sims = te @ te.t()
+        off = float(sims[~torch.eye(len(combos), dtype=torch.bool, device=dev)].max())
+    out = args.models / "audioldm"
+    text.save_pretrained(out / "text_encoder", safe_serialization=True)
+    tok.save_pretrained(out / "tokenizer")
+    return _finish(args, loop, "audio-text", {"full_caption_top1": round(acc, 4),
+                                             "max_cos_between_captions": round(off, 4)})
+
+
+# ---------------------------------------------------------------- audio UNet
+
+def audio_unet_model(text_dim: int):
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=(100, 16), in_channels=8, out_channels=8,
+        down_block_types=("DownBlock2D",) * 3, up_block_types=("UpBlock2D",) * 3,
+        mid_block_type="UNetMidBlock2D", block_out_channels=(32, 64, 64), layers_per_block=1,
+        norm_num_groups=8, attention_head_dim=16, cross_attention_dim=64,
+        class_embed_type="simple_projection", projection_class_embeddings_input_dim=text_dim,
+        class_embeddings_concat=True,
+    )
+
+
+def audio_scheduler_config() -> dict:
+    return dict(num_train_timesteps=1000, clip_sample=False, set_alpha_to_one=False, steps_offset=1,
+                prediction_type="epsilon", **AUDIO_BETAS)
+
+
+def stage_audio_unet(args) -> dict:
+    from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler
+    from transformers import AutoTokenizer, ClapTextModelWithProjection
+
+    dev = args.device
+    root = args.models / "audioldm"
+    vae = AutoencoderKL.from_pretrained(_require(root / "vae", "audio-vae")).to(dev).eval()
+    text_dir = _require(root / "text_encoder", "audio-text")
+    text = ClapTextModelWithProjection.from_pretrained(text_dir).to(dev).eval()
+    tok = AutoTokenizer.from_pretrained(root / "tokenizer")
+    clips = load_clips("train", args.clips)
+    mels = _mels(clips, dev).unsqueeze(1)
+    mu, sd = _latent_stats(vae, mels.split(64), dev)
+    sf = vae.config.scaling_factor
+    del mels
+    # Every caption variant of every (class, colour, size) is encoded once (frozen encoder).
+    cache: dict[str, torch.Tensor] = {}
+
+    def embed(caps: list[str]) -> torch.Tensor:
+        missing = sorted({c for c in caps if c not in cache})
+        if missing:
+            with torch.no_grad():
+                e = _encode_clap(text, tok, missing, dev)
+            cache.update(dict(zip(missing, e, strict=True)))
+        return torch.stack([cache[c] for c in caps])
+
+    unet = audio_unet_model(text.config.projection_dim).to(dev).train()
+    ema = EMA(unet, args.ema)
+    noise_sched = DDPMScheduler(num_train_timesteps=1000, clip_sample=False, **AUDIO_BETAS)
+    abar = noise_sched.alphas_cumprod.to(dev)
+    opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.01)
+    loop = Loop(args.work, {"unet": unet}, opt, args.steps, args.minutes, args.ckpt_every, emas={"unet": ema})
+    if args.resume:
+        loop.resume()
+    rng = random.Random(args.seed)
+    while loop.running():
+        idx = torch.randint(0, len(mu), (args.batch,), device=dev)
+        z0 = (mu[idx] + sd[idx] * torch.randn_like(mu[idx])) * sf
+        caps = ["" if rng.random() < args.uncond else sample_caption(clips.truths[i], rng)
+                for i in idx.tolist()]
+        cond = embed(caps)
+        t = torch.randint(0, 1000, (args.batch,), device=dev)
+        eps = torch.randn_like(z0)
+        a = abar[t].view(-1, 1, 1, 1)
+        zt = a.sqrt() * z0 + (1 - a).sqrt() * eps
+        pred = unet(zt, t, encoder_hidden_states=None, class_labels=cond).sample
+        loss = F.mse_loss(pred, eps)
+        loop.update(loss)
+    save_half(ema.shadow, root / "unet")
+    DDIMScheduler(**audio_scheduler_config()).save_pretrained(root / "scheduler")
+    _write_model_index(root, "AudioLDMPipeline", {
+        "vae": ("diffusers", "AutoencoderKL"), "unet": ("diffusers", "UNet2DConditionModel"),
+        "scheduler": ("diffusers", "DDIMScheduler"),
+        "text_encoder": ("transformers", "ClapTextModelWithProjection"),
+        "tokenizer": ("transformers", "PreTrainedTokenizerFast"),
+        "vocoder": ("transformers", "SpeechT5HifiGan"),
+    })
+    return _finish(args, loop, "audio-unet", {"uncond_prob": args.uncond, "ema": args.ema})
+
+
+# ---------------------------------------------------------------- video VAE
+
+def video_vae_model():
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4,
+        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(16, 32, 32), layers_per_block=1, norm_num_groups=8, sample_size=32,
+    )
+
+
+def _frames01(video_u8: torch.Tensor) -> torch.Tensor:
+    """uint8 (..., H, W, 3) -> float (..., 3, H, W) in [-1, 1]."""
+    return video_u8.movedim(-1, -3).float() / 127.5 - 1.0
+
+
+def stage_video_vae(args) -> dict:
+    dev = args.device
+    clips = load_clips("train", args.clips)
+    frames = clips.video.flatten(0, 1).to(dev)  # (N*T, H, W, 3) uint8
+    vae = video_vae_model().to(dev).train()
+    opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0)
+    loop = Loop(args.work, {"vae": vae}, opt, args.steps, args.minutes, args.ckpt_every)
+    if args.resume:
+        loop.resume()
+    while loop.running():
+        x = _frames01(frames[torch.randint(0, len(frames), (args.batch,), device=dev)])
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.sample()).sample
+        l1 = (rec - x).abs().mean()
+        kl = _kl(post)
+        # Objects are small: weight pixels that differ from the background more.
+        w = 1.0 + 4.0 * (x - x.mean(dim=(2, 3), keepdim=True)).abs().amax(1, keepdim=True)
+        loss = (w * (rec - x).abs()).mean() + F.mse_loss(rec, x) + args.kl_weight * kl
+        loop.update(loss, {"l1": l1.item(), "kl": kl.item()})
+    vae.eval()
+    sub = _frames01(frames[:: max(1, len(frames) // 4096)])
+    mu, _ = _latent_stats(vae, sub.split(256), dev)
+    std = float(mu.std())
+    vae.register_to_config(scaling_factor=1.0 / std)
+    with torch.no_grad():
+        l1_eval = float((vae.decode(mu[:256]).sample - sub[:256]).abs().mean())
+    save_half(vae, args.models / "animatediff" / "vae")
+    return _finish(args, loop, "video-vae", {"latent_std": round(std, 4), "scaling_factor": round(1 / std, 4),
+                                            "eval_l1": round(l1_eval, 4)})
+
+
+# ---------------------------------------------------------------- video UNet
+
+def clip_text_model(vocab_size: int, eos_id: int, bos_id: int):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    cfg = CLIPTextConfig(
+        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=2, max_position_embeddings=MAX_TOKENS, projection_dim=64,
+        pad_token_id=eos_id, bos_token_id=bos_id, eos_token_id=eos_id, attention_dropout=0.0,
+    )
+    return CLIPTextModel(cfg)
+
+
+def video_unet_model(cross_dim: int, frames: int):
+    from diffusers import UNetMotionModel
+
+    return UNetMotionModel(
+        sample_size=8, in_channels=4, out_channels=4,
+        down_block_types=("CrossAttnDownBlockMotion", "DownBlockMotion"),
+        up_block_types=("UpBlockMotion", "CrossAttnUpBlockMotion"),
+        block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8,
+        cross_attention_dim=cross_dim, num_attention_heads=2, motion_num_attention_heads=2,
+        motion_max_seq_length=max(32, frames), use_motion_mid_block=True,
+    )
+
+
+def video_scheduler_config() -> dict:
+    return dict(num_train_timesteps=1000, clip_sample=False, set_alpha_to_one=False, steps_offset=1,
+                prediction_type="epsilon", timestep_spacing="linspace", **VIDEO_BETAS)
+
+
+def _encode_clip(text_model, tok, texts: list[str], dev) -> torch.Tensor:
+    ids = tok(texts, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt")
+    return text_model(input_ids=ids.input_ids.to(dev)).last_hidden_state
+
+
+def stage_video_unet(args) -> dict:
+    from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler
+
+    dev = args.device
+    root = args.models / "animatediff"
+    vae = AutoencoderKL.from_pretrained(_require(root / "vae", "video-vae")).to(dev).eval()
+    clips = load_clips("train", args.clips)
+    n, t_len = clips.video.shape[:2]
+    frames = _frames01(clips.video.flatten(0, 1))
+    mu, sd = _latent_stats(vae, frames.split(512), dev)
+    del frames
+    sf = vae.config.scaling_factor
+    mu = mu.view(n, t_len, *mu.shape[1:]).transpose(1, 2).contiguous()  # (N, 4, T, 8, 8)
+    sd = sd.view(n, t_len, *sd.shape[1:]).transpose(1, 2).contiguous()
+    tok = build_tokenizer("clip", MAX_TOKENS)
+    text = clip_text_model(len(tok), tok.eos_token_id, tok.bos_token_id).to(dev).train()
+    nf = args.frames or t_len
+    unet = video_unet_model(text.config.hidden_size, nf).to(dev).train()
+    ema_u, ema_t = EMA(unet, args.ema), EMA(text, args.ema)
+    noise_sched = DDPMScheduler(num_train_timesteps=1000, clip_sample=False, **VIDEO_BETAS)
+    abar = noise_sched.alphas_cumprod.to(dev)
+    opt = torch.optim.AdamW([*unet.parameters(), *text.parameters()], lr=args.lr, weight_decay=0.01)
+    loop = Loop(args.work, {"unet": unet, "text": text}, opt, args.steps, args.minutes, args.ckpt_every,
+                emas={"unet": ema_u, "text": ema_t})
+    if args.resume:
+        loop.resume()
+    rng = random.Random(args.seed)
+    while loop.running():
+        idx = torch.randint(0, n, (args.batch,), device=dev)
+        s = random.randrange(0, t_len - nf + 1)
+        z0 = (mu[idx, :, s:s + nf] + sd[idx, :, s:s + nf] * torch.randn_like(mu[idx, :, s:s + nf])) * sf
+        caps = ["" if rng.random() < args.uncond else sample_caption(clips.truths[i], rng)
+                for i in idx.tolist()]
+        cond = _encode_clip(text, tok, caps, dev)
+        t = torch.randint(0, 1000, (args.batch,), device=dev)
+        eps = torch.randn_like(z0)
+        a = abar[t].view(-1, 1, 1, 1, 1)
+        zt = a.sqrt() * z0 + (1 - a).sqrt() * eps
+        # diffusers' UNetMotionModel wants one prompt per frame, as AnimateDiffPipeline passes it.
+        pred = unet(zt, t, encoder_hidden_states=cond.repeat_interleave(nf, dim=0)).sample
+        loss = F.mse_loss(pred, eps)
+        loop.update(loss)
+    save_half(ema_u.shadow, root / "unet")
+    ema_t.shadow.save_pretrained(root / "text_encoder", safe_serialization=True)
+    tok.save_pretrained(root / "tokenizer")
+    DDIMScheduler(**video_scheduler_config()).save_pretrained(root / "scheduler")
+    _write_model_index(root, "AnimateDiffPipeline", {
+        "vae": ("diffusers", "AutoencoderKL"), "unet": ("diffusers", "UNetMotionModel"),
+        "scheduler": ("diffusers", "DDIMScheduler"), "text_encoder": ("transformers", "CLIPTextModel"),
+        "tokenizer": ("transformers", "PreTrainedTokenizerFast"),
+    })
+    return _finish(args, loop, "video-unet", {"frames": nf, "uncond_prob": args.uncond, "ema": args.ema})
+
+
+# ---------------------------------------------------------------- CLI
+
+def stage_binder(args) -> dict:
+    from avbridge.world.train_binder import stage_binder as run
+
+    return run(args)
+
+
+STAGES: dict[str, tuple[Callable, dict]] = {
+    # name: (function, defaults)
+    "audio-vae": (stage_audio_vae, dict(steps=4000, batch=16, lr=1e-3, seed=11)),
+    "vocoder": (stage_vocoder, dict(steps=6000, batch=8, lr=2e-3, seed=12)),
+    "audio-text": (stage_audio_text, dict(steps=600, batch=64, lr=1e-3, seed=13)),
+    "audio-unet": (stage_audio_unet, dict(steps=8000, batch=16, lr=1e-3, seed=14)),
+    "video-vae": (stage_video_vae, dict(steps=4000, batch=32, lr=1e-3, seed=15)),
+    "video-unet": (stage_video_unet, dict(steps=8000, batch=8, lr=1e-3, seed=16)),
+    "binder": (stage_binder, dict(steps=3000, batch=64, lr=5e-4, seed=17)),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m avbridge.world.train", description=__doc__.split("\n\n")[0])
+    p.add_argument("stage", choices=[*STAGES, "all", "data"], help="a stage, all of them in order, or "
+                   "data (only render and cache the training clips)")
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps (stage default)")
+    p.add_argument("--minutes", type=float, default=12.0, help="wall-time budget; stops early and saves")
+    p.add_argument("--batch", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--clips", type=int, default=600, help="training clips rendered from the train split")
+    p.add_argument("--frames", type=int, default=16, help="video-unet: frames per training window (0: all)")
+    p.add_argument("--resume", action="store_true", help="continue from runs/world-train/STAGE/checkpoint.pt")
+    p.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
+    p.add_argument("--models", type=Path, default=MODELS_DIR, help="where the model folders are written")
+    p.add_argument("--ckpt-every", type=float, default=180.0, help="seconds between checkpoints")
+    p.add_argument("--kl-weight", type=float, default=1e-4)
+    p.add_argument("--uncond", type=float, default=0.1, help="caption dropout for classifier-free guidance")
+    p.add_argument("--ema", type=float, default=0.995)
+    return p
+
+
+def run_stage(stage: str, args: argparse.Namespace) -> dict:
+    fn, defaults = STAGES[stage]
+    a = argparse.Namespace(**vars(args))
+    for k, v in defaults.items():
+        if getattr(a, k) is None:
+            setattr(a, k, v)
+    a.device = pick_device(args.device)
+    a.work = WORK_ROOT / stage
+    seed_everything(a.seed)
+    if a.device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    t0 = time.time()
+    print(f"[{stage}] device={a.device} steps={a.steps} minutes={a.minutes} clips={a.clips}", flush=True)
+    info = fn(a)
+    print(f"[{stage}] wall {time.time() - t0:.0f} s", flush=True)
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.stage == "data":
+        t0 = time.time()
+        clips = load_clips("train", args.clips)
+        print(f"[data] {len(clips)} train clips cached in {time.time() - t0:.0f} s", flush=True)
+        return 0
+    stages = list(STAGES) if args.stage == "all" else [args.stage]
+    for s in stages:
+        run_stage(s, args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
