@@ -84,12 +84,16 @@ def test_named_presets_as_model_options() -> None:
 
 def test_world_preset(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Without shipped models: a clear AvbridgeError; with them (when shipped): it loads."""
-    if (registry.world_models_dir() / "audioldm").is_dir():
-        c = registry.load_components("world", need=("audio",))
-        assert c.audio is not None
+    if not registry.world_models_missing():
+        c = registry.load_components("world", need=("audio", "video", "image"))
+        assert c.audio is not None and c.video is not None and c.image is not None
     monkeypatch.setattr(registry, "world_models_dir", lambda: tmp_path / "models")
+    assert registry.world_models_missing() == list(registry.WORLD_PARTS)
     with pytest.raises(AvbridgeError, match="not shipped"):
         registry.load_components("world", need=("audio",))
+    (tmp_path / "models" / "binder").mkdir(parents=True)  # a half-written folder
+    with pytest.raises(AvbridgeError, match="incomplete"):
+        registry.load_components("world", need=())
 
 
 def test_paper_needs_binder_path() -> None:

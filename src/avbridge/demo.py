@@ -49,11 +49,10 @@ class Row:
 
 
 def world_models_available() -> bool:
-    """Whether the embedded world's trained models are shipped in this install."""
-    from avbridge.registry import world_models_dir
+    """Whether the embedded world's trained models are shipped (complete) in this install."""
+    from avbridge.registry import world_models_missing
 
-    d = world_models_dir()
-    return (d / "audioldm").is_dir() and (d / "animatediff").is_dir()
+    return not world_models_missing()
 
 
 def bundled_examples_dir() -> Path:

@@ -157,22 +157,30 @@ def _binder_cls() -> Any:
     return ImageBindBinder
 
 
+#: The shipped world models: folder -> the file whose presence means the folder is complete
+#: (the trainer writes it last).
+WORLD_PARTS: dict[str, str] = {
+    "audioldm": "model_index.json",
+    "animatediff": "model_index.json",
+    "binder": "model.safetensors",
+}
+
+
+def world_models_missing() -> list[str]:
+    """The embedded world's model folders that are absent or incomplete in this install."""
+    d = world_models_dir()
+    return [name for name, marker in WORLD_PARTS.items() if not (d / name / marker).is_file()]
+
+
 def _require_world(sub: str) -> Path:
     d = world_models_dir() / sub
-    if not d.is_dir():
+    if not (d / WORLD_PARTS[sub]).is_file():
+        state = "incomplete" if d.is_dir() else "not shipped"
         raise AvbridgeError(
-            f"{d}: the embedded world's '{sub}' model is not shipped in this install yet; "
-            "use --preset tiny-random (noise) or --preset paper with real weights"
+            f"{d}: the embedded world's '{sub}' model is {state} in this install "
+            f"(no {WORLD_PARTS[sub]}); use --preset tiny-random (noise) or --preset paper with real weights"
         )
     return d
-
-
-def _world_binder_dir() -> Path:
-    for name in ("imagebind", "binder"):
-        d = world_models_dir() / name
-        if d.is_dir():
-            return d
-    return _require_world("imagebind")
 
 
 def load_audio(
@@ -254,7 +262,7 @@ def load_binder(
     )
     if src.kind == "preset":
         if src.value == "world":
-            binder = cls.from_pretrained(_world_binder_dir(), trainable=False)
+            binder = cls.from_pretrained(_require_world("binder"), trainable=False)
         elif src.value == "tiny-random":
             binder = cls.from_preset(TINY_BINDER[0], seed=seed, clips=TINY_BINDER[1])
             binder.requires_grad_(False)
