@@ -86,7 +86,21 @@ def test_v2a_subprocess_mp4(inputs: dict[str, Path], tmp_path: Path) -> None:
         ("i2a", "image", ".flac", ["--duration", "1.5"]),
         ("a2v", "audio", ".mp4", ["--prompt", "a red ball", "--per-clip", "--update", "grad"]),
         ("a2i", "audio", ".png", ["--window", "0.0", "1.0", "--inner-steps", "2"]),
-        ("joint", None, ".mp4", ["--prompt", "a red ball bouncing", "--duration", "1", "--cfg", "3"]),
+        (
+            "joint",
+            None,
+            ".mp4",
+            [
+                "--prompt",
+                "a red ball bouncing",
+                "--duration",
+                "1",
+                "--cfg",
+                "3",
+                "--lr",
+                "audio=0.2,video=0.02",
+            ],
+        ),
     ],
 )
 def test_task_in_process(
@@ -343,3 +357,30 @@ def test_demo_writes_playable_files_and_contact_sheet(
         ("joint", "vanilla"),
     }
     assert json.loads((d / "ex_truth.json").read_text())["caption"] == full.caption
+
+
+def test_per_modality_values() -> None:
+    assert cli.per_modality("0.5") == 0.5
+    assert cli.per_modality("audio=0.1, video=0.01") == {"audio": 0.1, "visual": 0.01}
+    with pytest.raises(argparse.ArgumentTypeError):
+        cli.per_modality("depth=1")
+
+
+def test_options_reach_the_align_config() -> None:
+    args = cli.build_parser().parse_args(
+        ["joint", "--prompt", "x", "-o", "o.mp4", "--lr", "audio=0.2,video=0.02", "--steps", "7",
+         "--window", "0.1", "0.9", "--update", "grad", "--per-clip", "--inner-steps", "3",
+         "--prompt-lr", "0", "--cfg", "4", "--negative-prompt", "noisy"]
+    )  # fmt: skip
+    cfg = cli.make_config("joint", cli.config_overrides(args))
+    assert cfg.lr == {"audio": 0.2, "visual": 0.02}
+    assert (cfg.steps, cfg.window, cfg.update, cfg.per_clip, cfg.inner_steps) == (
+        7,
+        (0.1, 0.9),
+        "grad",
+        True,
+        3,
+    )
+    assert (cfg.prompt_lr, cfg.guidance_scale, cfg.negative_prompt) == (0.0, 4.0, "noisy")
+    default = cli.make_config("a2v", {})
+    assert default.steps == 25 and default.prompt_lr > 0  # unset options keep the paper's task defaults

@@ -103,6 +103,21 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         return h
 
 
+def per_modality(text: str) -> float | dict[str, float]:
+    """``0.1`` (both models) or ``audio=0.1,visual=0.01`` (joint: one value per model)."""
+    if "=" not in text:
+        return float(text)
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        key, _, value = part.partition("=")
+        key = key.strip().lower()
+        key = "visual" if key in ("video", "image", "visual") else key
+        if key not in ("audio", "visual") or not value.strip():
+            raise argparse.ArgumentTypeError(f"expected NUMBER or audio=NUMBER,visual=NUMBER, got {text!r}")
+        out[key] = float(value)
+    return out
+
+
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("models")
     g.add_argument(
@@ -174,9 +189,10 @@ def _add_sampling_options(p: argparse.ArgumentParser, *, takes_prompt: bool = Tr
     g.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same output")
     g.add_argument(
         "--cfg",
-        type=float,
+        type=per_modality,
         metavar="SCALE",
-        help="classifier-free guidance scale of the generator(s) (default: the task's)",
+        help="classifier-free guidance scale of the generator(s); for joint also audio=S,visual=S "
+        "(default: the task's)",
     )
     g.add_argument(
         "--negative-prompt",
@@ -191,13 +207,13 @@ def _add_sampling_options(p: argparse.ArgumentParser, *, takes_prompt: bool = Tr
     )
     a.add_argument(
         "--lr",
-        type=float,
-        help="learning rate of the latent update (default: the task's; paper: 0.1 for AudioLDM, "
-        "0.01 for AnimateDiff)",
+        type=per_modality,
+        help="learning rate of the latent update; for joint also audio=LR,visual=LR (default: the "
+        "task's; paper: 0.1 for AudioLDM, 0.01 for AnimateDiff)",
     )
     a.add_argument(
         "--prompt-lr",
-        type=float,
+        type=per_modality,
         metavar="LR",
         help="learning rate of guided prompt tuning (0 turns it off; default: the task's)",
     )
