@@ -62,6 +62,11 @@ class AlignConfig:
     iterations (the authors' code; its first move is ``lr * sign(grad)``);
     ``"grad"``: ``z <- z - lr * grad``.
     ``frame_subset``: for video, decode only the frames the binder's clips sample.
+    ``audio_path``: how generated audio reaches the binder *inside the loop*. ``"mel"``
+    (default): the generator's decoded log-mel is mapped straight to the binder's fbank
+    (no vocoder; used when the generator has ``decode_features`` and the binder
+    ``embed_audio_features``, else the waveform path); ``"waveform"``: VAE -> vocoder ->
+    waveform -> fbank. The final output and ``trace.final_loss`` always use the vocoder.
     """
 
     steps: int = 30
@@ -77,12 +82,15 @@ class AlignConfig:
     grad_through_unet: bool = False
     recompute_eps: bool = False
     frame_subset: bool = True
+    audio_path: Literal["mel", "waveform"] = "mel"
 
     def __post_init__(self) -> None:
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if self.inner_steps < 1:
             raise ValueError(f"inner_steps must be >= 1, got {self.inner_steps}")
+        if self.audio_path not in ("mel", "waveform"):
+            raise ValueError(f"audio_path must be 'mel' or 'waveform', got {self.audio_path!r}")
         if self.update not in ("adam-sign", "grad"):
             raise ValueError(f"update must be 'adam-sign' or 'grad', got {self.update!r}")
         start, stop = self.window
@@ -157,8 +165,9 @@ def loss_key(modality: str) -> str:
     raise ValueError(f"unknown modality {modality!r}")
 
 
-def embed_media(binder: Binder, modality: str, data: torch.Tensor, rate: float | None) -> Embedding:
-    """Embed a media tensor with the binder method that matches its modality."""
+def embed_media(binder: Binder, modality: str, data: Any, rate: float | None) -> Embedding:
+    """Embed a media tensor (or, for ``"audio-features"``, SpectrogramFeatures) with the
+    binder method that matches its modality."""
     if modality == "audio":
         if rate is None:
             raise ValueError("audio needs a sample rate")
@@ -169,6 +178,8 @@ def embed_media(binder: Binder, modality: str, data: torch.Tensor, rate: float |
         return binder.embed_video(data, float(rate))
     if modality == "image":
         return binder.embed_image(data)
+    if modality == "audio-features":  # SpectrogramFeatures, the vocoder-free path
+        return binder.embed_audio_features(data)  # type: ignore[attr-defined]
     raise ValueError(f"unknown modality {modality!r}")
 
 
@@ -207,6 +218,31 @@ def _decode_for_binder(stream: Stream, z0: torch.Tensor, binder: Binder, frame_s
     pos = torch.tensor(idx, dtype=torch.float32)
     nearest = (torch.arange(total, dtype=torch.float32)[:, None] - pos[None]).abs().argmin(dim=1)
     return part[:, nearest.to(part.device)]
+
+
+def uses_mel_path(generator: Generator, binder: Binder, config: AlignConfig) -> bool:
+    """Whether guidance embeds this audio generator's log-mel directly (see ``audio_path``)."""
+    return (
+        config.audio_path == "mel"
+        and generator.modality == "audio"
+        and callable(getattr(generator, "decode_features", None))
+        and callable(getattr(binder, "embed_audio_features", None))
+    )
+
+
+def _embed_for_binder(
+    stream: Stream, z0: torch.Tensor, binder: Binder, config: AlignConfig,
+    embed: Callable[[str, torch.Tensor, float | None], Embedding],
+) -> Embedding:
+    """Differentiable decode + embedding of ``z0`` inside the loop (mel or media path)."""
+    gen = stream.generator
+    if uses_mel_path(gen, binder, config):
+        feats = gen.decode_features(z0, stream.spec)  # type: ignore[attr-defined]
+        accepts = getattr(binder, "accepts_audio_features", None)
+        if accepts is None or accepts(feats):
+            return embed("audio-features", feats, None)  # type: ignore[arg-type]
+    media = _decode_for_binder(stream, z0, binder, config.frame_subset)
+    return embed(gen.modality, media, _media_rate(stream))
 
 
 class _State:
@@ -360,8 +396,7 @@ def _guided_step(
                         eps_now[k] = gen.predict_eps(st.z.detach(), t, st.cond, scale)
                 eps = eps_now[k]
             x0 = gen.predict_x0(st.z, eps, t)
-            media = _decode_for_binder(st.stream, x0, binder, config.frame_subset)
-            embs[key] = embed(gen.modality, media, _media_rate(st.stream))
+            embs[key] = _embed_for_binder(st.stream, x0, binder, config, embed)
         out: LossOutput = loss_fn(embs, generated=[st.stream.key for st in states])
         out.total.sum().backward()
         opt.step()

@@ -29,6 +29,7 @@ from avbridge.binders import preprocess as pp
 from avbridge.binders.base import ClipSpec, Embedding
 from avbridge.binders.tokenizer import ClipTokenizer
 from avbridge.errors import CheckpointError
+from avbridge.generators.base import SpectrogramFeatures
 
 MODALITIES = ("vision", "text", "audio")
 #: Branches of the official checkpoint that avbridge does not build (their keys are ignored).
@@ -756,6 +757,38 @@ class ImageBindBinder(nn.Module):
         """Mono audio (B, N) at any ``sample_rate`` -> per-clip and pooled."""
         x = self.preprocess_audio(waveform, sample_rate)
         return self._clip_embedding("audio", x.flatten(0, 1), x.shape[0])
+
+    def embed_audio_fbank(self, fbank: torch.Tensor, num_samples: int) -> Embedding:
+        """Embed a whole-input kaldi fbank (B, frames, bins) of ``num_samples`` 16-kHz samples.
+
+        Frames in kaldi's layout (frame m covers samples [160 m, 160 m + 400)); each clip of
+        ``self.clips`` takes the frames its own fbank would have. For a real waveform this
+        equals :meth:`embed_audio` up to the per-clip mean removal (DC only) and clip starts
+        rounded to 10 ms.
+        """
+        c = self.config
+        if fbank.ndim != 3 or fbank.shape[-1] != c.audio_num_mel_bins:
+            raise ValueError(f"fbank must be (B, frames, {c.audio_num_mel_bins}), got {tuple(fbank.shape)}")
+        x = pp.fbank_to_model_input(
+            fbank.to(self.device, self.dtype), int(num_samples), c.audio_sample_rate, self.clips,
+            target_length=c.audio_target_length, mean=c.audio_mean, std=c.audio_std,
+        )
+        return self._clip_embedding("audio", x.flatten(0, 1), x.shape[0])
+
+    def accepts_audio_features(self, features: SpectrogramFeatures) -> bool:
+        """Whether :meth:`embed_audio_features` can read ``features`` (same sample rate)."""
+        return int(features.sample_rate) == int(self.config.audio_sample_rate)
+
+    def embed_audio_features(self, features: SpectrogramFeatures) -> Embedding:
+        """Embed a generator's log-mel directly (no vocoder): approximate kaldi fbank
+        (:func:`~avbridge.binders.preprocess.logmel_to_kaldi_fbank`), then
+        :meth:`embed_audio_fbank`. Differentiable in ``features.log_mel``."""
+        if not self.accepts_audio_features(features):
+            raise ValueError(
+                f"features at {features.sample_rate} Hz, the binder takes {self.config.audio_sample_rate} Hz"
+            )
+        fbank = pp.logmel_to_kaldi_fbank(features, num_mel_bins=self.config.audio_num_mel_bins)
+        return self.embed_audio_fbank(fbank, features.num_samples)
 
     def embed_text(self, texts: Sequence[str]) -> Embedding:
         """A list of strings -> one clip each."""

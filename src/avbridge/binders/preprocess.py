@@ -15,12 +15,14 @@ finite for silent audio and constant frames (no sqrt, log clamped away from 0).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 import torch.nn.functional as F
 
 from avbridge.binders.base import ClipSpec
+from avbridge.generators.base import SpectrogramFeatures
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -168,6 +170,127 @@ def audio_to_model_input(
         waveform_to_fbank(waveform[:, a:b], sample_rate, num_mel_bins, target_length)
         for a, b in audio_clip_bounds(waveform.shape[-1], sample_rate, clips)
     ]
+    return (torch.stack(feats, dim=1) - mean) / std
+
+
+# ---------------------------------------------------------------------------------------
+# Log-mel -> kaldi fbank without a waveform (the vocoder-free guidance path)
+# ---------------------------------------------------------------------------------------
+
+
+def _window_energy(length: int, periodic: bool) -> float:
+    return float(torch.hann_window(length, periodic=periodic, dtype=torch.float64).square().sum())
+
+
+@functools.lru_cache(maxsize=8)
+def _mel_to_fbank_maps(
+    filterbank_key: bytes, n_mels: int, n_fft: int, win_length: int, sample_rate: int, num_mel_bins: int,
+    frame_length_ms: float, preemphasis: float, low_freq: float, high_freq: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inverse (n_mels, K), forward (K, bins)) float32 maps; see :func:`logmel_to_kaldi_fbank`."""
+    fb = torch.frombuffer(bytearray(filterbank_key), dtype=torch.float32).reshape(n_mels, -1).double()
+    k = fb.shape[1]
+    area = fb.sum(dim=1).clamp_min(1e-12)  # mel of a flat unit magnitude spectrum
+    share = fb / fb.sum(dim=0, keepdim=True).clamp_min(1e-12)  # bands sharing each bin, sum 1
+    inverse = share / area[:, None]  # |X_k| = sum_m inverse[m, k] * mel_m, non-negative
+    win_t = int(sample_rate * frame_length_ms * 0.001)
+    n_fft_t = 1 << (win_t - 1).bit_length()
+    # Kaldi's triangles evaluated on the source FFT grid; power scaled from a (win_length,
+    # n_fft) periodic Hann to kaldi's (win_t, n_fft_t) symmetric Hann: per-bin power of a
+    # stationary signal scales with the window energy, bins per band with the FFT size.
+    banks = mel_filterbank(num_mel_bins, n_fft, sample_rate, low_freq, high_freq, torch.float64)
+    banks = banks[:, :k]
+    gain = (_window_energy(win_t, False) / _window_energy(win_length, True)) * (n_fft_t / n_fft)
+    w = 2 * math.pi * torch.arange(k, dtype=torch.float64) / n_fft
+    pre = 1 + preemphasis**2 - 2 * preemphasis * torch.cos(w)  # |1 - p e^{-jw}|^2
+    pre[0] = 0.0  # kaldi removes each frame's DC
+    forward = (banks * (gain * pre)[None]).T
+    return inverse.float(), forward.float()
+
+
+def logmel_to_kaldi_fbank(
+    features: SpectrogramFeatures, num_mel_bins: int = 128, frame_length_ms: float = 25.0,
+    frame_shift_ms: float = 10.0, preemphasis: float = 0.97, low_freq: float = 20.0, high_freq: float = 0.0,
+) -> torch.Tensor:
+    """Approximate :func:`kaldi_fbank` of the waveform behind ``features``: (B, frames, bins).
+
+    A fixed map in the linear domain, no waveform and no vocoder:
+    ``exp(log_mel)`` (mel magnitudes) -> per-bin magnitude by a non-negative inverse of
+    the mel filterbank (each band's mean magnitude, shared between overlapping bands) ->
+    power -> kaldi's triangular filters with pre-emphasis, DC removal and the window-energy
+    gain -> nearest-in-time mix of the two source frames around each kaldi frame centre ->
+    ``log`` floored at float32 eps. Frames follow kaldi's snip-edges layout for
+    ``features.num_samples`` samples. Differentiable in ``features.log_mel``.
+    Approximate by construction (phase, within-band detail and the vocoder's own errors
+    are unknown); its agreement with the true fbank is measured in docs/method.md.
+    """
+    if features.power not in (1.0, 2.0):
+        raise ValueError(f"power must be 1 (magnitude) or 2 (power), got {features.power}")
+    sr = int(features.sample_rate)
+    log_mel = features.log_mel
+    b, t_src, n_mels = log_mel.shape
+    fb = features.filterbank.detach().to("cpu", torch.float32).contiguous()
+    if fb.shape != (n_mels, features.n_fft // 2 + 1):
+        raise ValueError(f"filterbank {tuple(fb.shape)} does not match {n_mels} mels, n_fft {features.n_fft}")
+    inverse, forward = _mel_to_fbank_maps(
+        fb.numpy().tobytes(), n_mels, features.n_fft, features.win_length, sr, num_mel_bins,
+        float(frame_length_ms), float(preemphasis), float(low_freq), float(high_freq),
+    )
+    inverse = inverse.to(log_mel.device, log_mel.dtype)
+    forward = forward.to(log_mel.device, log_mel.dtype)
+    mel = log_mel.exp()
+    if features.power == 2.0:
+        mel = mel.clamp_min(0).sqrt()  # not reached by AudioLDM (magnitude mels)
+    power = (mel @ inverse).square()  # (B, T, K)
+    bands = power @ forward  # (B, T, bins)
+    win = int(sr * frame_length_ms * 0.001)
+    shift = int(sr * frame_shift_ms * 0.001)
+    n = int(features.num_samples)
+    if n < win:
+        return log_mel.new_zeros(b, 0, num_mel_bins)
+    count = 1 + (n - win) // shift
+    centre = torch.arange(count, dtype=torch.float64) * shift + (win - 1) / 2
+    pos = centre / features.hop if features.centered else (centre - (features.n_fft - 1) / 2) / features.hop
+    pos = pos.clamp(0, t_src - 1)
+    lo = pos.floor().long().clamp(max=t_src - 1)
+    hi = (lo + 1).clamp(max=t_src - 1)
+    frac = (pos - lo.double()).to(bands.dtype).to(bands.device)[None, :, None]
+    mixed = bands[:, lo.to(bands.device)] * (1 - frac) + bands[:, hi.to(bands.device)] * frac
+    return mixed.clamp_min(_EPS).log()
+
+
+def fbank_clip_frames(
+    num_samples: int, sample_rate: int, clips: ClipSpec, frame_length_ms: float = 25.0,
+    frame_shift_ms: float = 10.0,
+) -> list[tuple[int, int]]:
+    """Per clip, the [first, first + count) frames of the whole input's fbank that the clip's
+    own fbank would have (clip starts rounded to the nearest frame; exact when a start is a
+    multiple of the frame shift, e.g. every 10 ms)."""
+    win = int(sample_rate * frame_length_ms * 0.001)
+    shift = int(sample_rate * frame_shift_ms * 0.001)
+    out = []
+    for a, e in audio_clip_bounds(num_samples, sample_rate, clips):
+        count = 1 + (e - a - win) // shift if e - a >= win else 0
+        first = int(round(a / shift))
+        out.append((first, count))
+    return out
+
+
+def fbank_to_model_input(
+    fbank: torch.Tensor, num_samples: int, sample_rate: int, clips: ClipSpec, target_length: int = 204,
+    mean: float = AUDIO_MEAN, std: float = AUDIO_STD,
+) -> torch.Tensor:
+    """Whole-input fbank (B, frames, bins) -> normalised clips (B, C, 1, bins, target_length).
+
+    The frame-domain twin of :func:`audio_to_model_input`: clip i takes the frames its own
+    fbank would have (:func:`fbank_clip_frames`), transposed, zero-padded or cut, normalised.
+    """
+    feats = []
+    for first, count in fbank_clip_frames(num_samples, sample_rate, clips):
+        fb = fbank[:, first : first + count].transpose(1, 2)
+        p = target_length - fb.shape[-1]
+        fb = F.pad(fb, (0, p)) if p > 0 else fb[..., :target_length]
+        feats.append(fb.unsqueeze(1))
     return (torch.stack(feats, dim=1) - mean) / std
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from avbridge.generators.base import Generator, MediaSpec, PromptCond
+from avbridge.generators.base import Generator, MediaSpec, PromptCond, SpectrogramFeatures
 
 _LAZY = {
     "AudioLDMGenerator": "avbridge.generators.audioldm",
@@ -21,7 +21,7 @@ _LAZY = {
     "build_word_tokenizer": "avbridge.generators.tokenizers",
 }
 
-__all__ = ["Generator", "MediaSpec", "PromptCond", *_LAZY]
+__all__ = ["Generator", "MediaSpec", "PromptCond", "SpectrogramFeatures", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

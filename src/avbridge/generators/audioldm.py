@@ -45,7 +45,7 @@ from avbridge.generators._common import (
     resolve_source,
     timestep_batch,
 )
-from avbridge.generators.base import MediaSpec, Modality, PromptCond
+from avbridge.generators.base import MediaSpec, Modality, PromptCond, SpectrogramFeatures
 from avbridge.generators.tokenizers import build_word_tokenizer
 
 # ----------------------------------------------------------------------------------------
@@ -130,6 +130,9 @@ def mel_spectrogram(wave: torch.Tensor) -> torch.Tensor:
     mag = (spec.real.square() + spec.imag.square() + 1e-12).sqrt()
     mel = torch.matmul(mel_filterbank().to(mag.device, mag.dtype), mag)[..., :frames]
     return torch.log(torch.clamp(mel, min=MEL_CLAMP)).transpose(1, 2)[:, None]
+
+
+AUDIOLDM_WINDOW_S = 10.24  # training segment length of the released AudioLDM models
 
 
 # ----------------------------------------------------------------------------------------
@@ -244,6 +247,7 @@ class AudioLDMGenerator:
         vocoder: SpeechT5HifiGan,
         scheduler: DDIMScheduler,
         default_duration_s: float = 5.0,
+        window_s: float | None = None,
     ):
         self.unet, self.vae, self.text_encoder, self.vocoder = unet, vae, text_encoder, vocoder
         self.tokenizer, self.scheduler = tokenizer, scheduler
@@ -256,6 +260,10 @@ class AudioLDMGenerator:
         self._ddim = DDIMMath(scheduler)
         max_pos = getattr(text_encoder.config, "max_position_embeddings", 514)
         self.max_text_length = int(min(tokenizer.model_max_length, max_pos - 2))
+        # Native length: AudioLDM was trained on 10.24-s segments (1024 mel frames). The
+        # UNet is convolutional and runs at any length; longer inputs are best generated
+        # in windows of this size (``avbridge.longform``).
+        self.window_s: float | None = AUDIOLDM_WINDOW_S if window_s is None else float(window_s)
 
     # -- basics -----------------------------------------------------------------------
     @property
@@ -372,6 +380,26 @@ class AudioLDMGenerator:
         """
         wave = self.vocoder(mel[:, 0].to(self.vocoder.dtype))
         return wave.reshape(mel.shape[0], -1).float()
+
+    def decode_features(self, z0: torch.Tensor, spec: MediaSpec) -> SpectrogramFeatures:
+        """Latents -> the VAE's log-mel, without the vocoder. Differentiable.
+
+        Returns :class:`SpectrogramFeatures` with ``log_mel`` (B, T, 64), T = ``ceil(N / 160)``
+        for N = ``spec.num_samples``, in the conventions of :func:`mel_spectrogram` (the
+        feature AudioLDM's VAE and vocoder work in). A binder with ``embed_audio_features``
+        maps it to its own input directly: the cheap guidance path of docs/method.md.
+        """
+        n = spec.num_samples(self.sample_rate)
+        frames = math.ceil(n / self.hop_length)
+        mel = self.decode_mel(z0)[:, 0, :frames].float()
+        if mel.shape[1] < frames:  # latents shorter than the spec: repeat the last frame
+            mel = torch.cat([mel, mel[:, -1:].expand(-1, frames - mel.shape[1], -1)], dim=1)
+        return SpectrogramFeatures(
+            log_mel=mel, sample_rate=int(self.sample_rate), num_samples=n, n_fft=MEL_N_FFT,
+            win_length=MEL_WIN_LENGTH, hop=self.hop_length,
+            filterbank=mel_filterbank(int(self.sample_rate), MEL_N_FFT, self.n_mels).to(mel.device),
+            power=1.0, centered=True,
+        )
 
     def decode(self, z0: torch.Tensor, spec: MediaSpec) -> torch.Tensor:
         """Latents -> waveform (B, N) at ``sample_rate``, N = ``spec.num_samples``."""

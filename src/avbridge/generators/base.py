@@ -51,6 +51,28 @@ class PromptCond:
         return PromptCond(self.embeds.detach(), neg, dict(self.extra))
 
 
+@dataclass
+class SpectrogramFeatures:
+    """Log-mel frames an audio generator decodes to, described well enough to convert.
+
+    ``log_mel`` (B, T, n_mels) is ``log(filterbank @ |STFT|**power)`` of a waveform of
+    ``num_samples`` samples at ``sample_rate``: Hann window of ``win_length`` zero-padded
+    to ``n_fft``, hop ``hop``, frame ``t`` centred on sample ``t * hop`` when ``centered``
+    (else starting there). ``filterbank`` is (n_mels, n_fft // 2 + 1). A binder that can
+    read these (``embed_audio_features``) skips the vocoder; see docs/method.md.
+    """
+
+    log_mel: torch.Tensor
+    sample_rate: int
+    num_samples: int
+    n_fft: int
+    win_length: int
+    hop: int
+    filterbank: torch.Tensor
+    power: float = 1.0
+    centered: bool = True
+
+
 @runtime_checkable
 class Generator(Protocol):
     """One latent diffusion backend, stepped by the caller.
