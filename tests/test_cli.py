@@ -211,6 +211,10 @@ def test_bad_option_values(
     assert_one_line_error(rc, err, "window")
     rc, err = run(["joint", "--prompt", " ", "-o", str(tmp_path / "o.mp4"), *STEPS], capsys)
     assert_one_line_error(rc, err, "--prompt")
+    rc, err = run(
+        ["a2i", str(inputs["audio"]), "-o", str(tmp_path / "o.png"), *STEPS, "--device", "gpu7"], capsys
+    )
+    assert_one_line_error(rc, err, "gpu7")
 
 
 def test_missing_checkpoint_is_one_line(

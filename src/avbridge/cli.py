@@ -458,11 +458,22 @@ class ProgressBar:
 
 
 def resolve_device(device: str) -> str:
-    """``auto`` -> cuda when available, else cpu; anything else is passed through."""
-    if device == "auto":
-        import torch
+    """``auto`` -> cuda when available, else cpu; others are checked (AvbridgeError if unusable)."""
+    import torch
 
+    if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as e:
+        raise AvbridgeError(f"--device {device}: not a torch device ({' '.join(str(e).split())})") from e
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise AvbridgeError(f"--device {device}: CUDA is not available on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise AvbridgeError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise AvbridgeError(f"--device {device}: MPS is not available on this machine")
     return device
 
 
@@ -503,6 +514,7 @@ def _run_task(args: argparse.Namespace) -> int:
         raise AvbridgeError(f"--duration must be in (0, 60] seconds, got {args.duration}")
     condition = read_condition(args.input, info.input_kind) if info.input_kind else None
     config = make_config(task, config_overrides(args))
+    device = resolve_device(args.device)
 
     from avbridge import registry, tasks
 
@@ -518,7 +530,7 @@ def _run_task(args: argparse.Namespace) -> int:
         image_model=args.image_model,
         binder=args.binder,
         captioner=args.captioner,
-        device=resolve_device(args.device),
+        device=device,
         dtype=_dtype(args.dtype),
         need=registry.TASK_NEEDS[task],
     )
