@@ -238,6 +238,13 @@ def _add_sampling_options(p: argparse.ArgumentParser, *, takes_prompt: bool = Tr
         "'grad' = plain gradient step (default: the task's)",
     )
     a.add_argument(
+        "--audio-path",
+        choices=("mel", "waveform"),
+        help="how generated audio reaches the binder inside the loop: 'mel' = decoded log-mel mapped "
+        "to the binder's fbank (no vocoder, cheaper); 'waveform' = through the vocoder (default: the "
+        "task's)",
+    )
+    a.add_argument(
         "--per-clip",
         action="store_true",
         help="compare binder embeddings clip by clip (keeps timing) instead of pooled over the clip",
@@ -397,6 +404,7 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "prompt_lr": "prompt_lr",
         "inner_steps": "inner_steps",
         "update": "update",
+        "audio_path": "audio_path",
     }
     for arg, field in pairs.items():
         v = getattr(args, arg, None)
