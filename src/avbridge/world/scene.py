@@ -77,7 +77,7 @@ BASE_HZ: dict[str, float] = {
 MIN_EVENTS, MAX_EVENTS = 1, 5
 MIN_GAP_FRAMES = 4  # 0.5 s at 8 fps: events stay >= 0.4 s apart
 EDGE_FRAMES = 3  # no event in the first 3 frames (0.375 s) or the last 3 frames
-FLASH_DECAY = 0.35  # flash intensity on frames k, k+1, k+2: 1, 0.35, 0.12
+FLASH_DECAY = 0.25  # flash intensity on frames k, k+1, k+2: 1, 0.25, 0.06
 SPLIT_RANGES: dict[str, tuple[int, int]] = {
     "train": (0, 1_000_000),
     "val": (1_000_000, 1_100_000),
@@ -252,8 +252,8 @@ def _render_alpha(cls: str, ev: list[int], spec: WorldSpec, r: float, rng: np.ra
         scenery = _alpha(_box(x, y, cx0, anvil_y + 1.0, r + 3, 1.0)).repeat(n, 0) * 0.6
     elif cls == "engine":
         # A hollow square that idles with a tremble and shakes hard while it buzzes.
-        shake = np.where(since < 3, 1.6 * (-1.0) ** since, 0.0) + 0.4 * np.sin(t * 2.5)
-        cx, cy = cx0 + shake, s * 0.5 + 0.5 * np.cos(t * 3.1)
+        shake = np.where(since < 3, 1.2 * (-1.0) ** since, 0.0) + 0.25 * np.sin(t * 2.5)
+        cx, cy = cx0 + shake, s * 0.5 + 0.3 * np.cos(t * 3.1)
         outer = _box(x, y, col(cx), col(cy), r, r)
         inner = _box(x, y, col(cx), col(cy), r - 2.0, r - 2.0)
         sdf = np.minimum(np.maximum(outer, -inner), _ellipse(x, y, col(cx), col(cy), 1.2, 1.2))
@@ -294,7 +294,7 @@ def _event_sound(cls: str, f0: float, sr: int, length: int, rng: np.random.Gener
     elif cls == "bell":  # chime: inharmonic partials with a long decay
         parts = np.array([1.0, 2.0, 2.76])[:, None]
         amps = np.array([1.0, 0.5, 0.3])[:, None]
-        x = (amps * np.sin(2 * np.pi * f0 * parts * t[None])).sum(0) * np.exp(-t / 0.28)
+        x = (amps * np.sin(2 * np.pi * f0 * parts * t[None])).sum(0) * np.exp(-t / 0.15)
     elif cls == "bird":  # chirp: an upward sweep of ~150 ms
         f = f0 * (1 + 0.8 * np.clip(t / 0.12, 0, 1))
         x = np.sin(2 * np.pi * np.cumsum(f) / sr) * np.where(t < 0.12, 1.0, np.exp(-(t - 0.12) / 0.02))
@@ -307,7 +307,9 @@ def _event_sound(cls: str, f0: float, sr: int, length: int, rng: np.random.Gener
         x = saw * np.where(t < 0.2, 1.0, np.exp(-(t - 0.2) / 0.03))
     else:  # pragma: no cover
         raise AvbridgeError(f"unknown class {cls!r}")
-    x = x * attack
+    # A 60-ms fade at the end so that cutting the tail never makes a click (a false onset).
+    fade = np.clip((length - np.arange(length)) / (0.06 * sr), 0.0, 1.0)
+    x = x * attack * fade
     return x / (np.abs(x).max() + 1e-9)
 
 
