@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -189,3 +191,38 @@ def test_frame_subset_decodes_only_sampled_frames_with_the_same_loss(fake_binder
     assert dec_sub == [6, 6, 6, 12]
     assert sub.trace.step_loss == pytest.approx(full.trace.step_loss, abs=1e-6)
     assert torch.allclose(sub.media["visual"], full.media["visual"], atol=1e-5)
+
+
+@pytest.mark.parametrize("path", ["mel", "waveform"])
+def test_audio_path_mel_skips_the_vocoder_inside_the_loop(tiny_components, path, monkeypatch):
+    """mel: guided steps never call the vocoder (only the final decode does); waveform: they do."""
+    gen, binder = tiny_components.audio, tiny_components.binder
+    calls = {"vocode": 0, "features": 0}
+    vocode, features = gen.vocode, gen.decode_features
+
+    def counted_vocode(mel):
+        calls["vocode"] += 1
+        return vocode(mel)
+
+    def counted_features(z0, spec):
+        calls["features"] += 1
+        return features(z0, spec)
+
+    monkeypatch.setattr(gen, "vocode", counted_vocode)
+    monkeypatch.setattr(gen, "decode_features", counted_features)
+    torch.set_num_threads(1)
+    cfg = AlignConfig(steps=4, window=(0.5, 1.0), audio_path=path)
+    res = align(gen, binder, spec=MediaSpec(duration_s=1.0), condition=video_condition(), prompt="a dog",
+                config=cfg, seed=0)
+    guided = len(res.trace.guided_steps)
+    assert guided == 2 and all(math.isfinite(v) for v in res.trace.step_loss)
+    if path == "mel":
+        assert calls == {"vocode": 1, "features": guided}
+    else:
+        assert calls == {"vocode": guided + 1, "features": 0}
+    assert res.media["audio"].shape == (1, 16000)
+
+
+def test_audio_path_validation():
+    with pytest.raises(ValueError, match="audio_path"):
+        AlignConfig(audio_path="spectrogram")

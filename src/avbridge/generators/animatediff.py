@@ -46,6 +46,10 @@ ANIMATEDIFF_SCHEDULER = dict(
 )
 
 
+ANIMATEDIFF_WINDOW_FRAMES = 16  # clip length the released motion modules were trained on
+TINY_WINDOW_FRAMES = 32  # tiny preset: its motion module's limit (= the world's 4-s clips at 8 fps)
+
+
 def animatediff_config(variant: str = "sd15-v152") -> dict[str, dict[str, Any]]:
     """Component configs: ``sd15-v152`` (SD 1.5 + motion adapter v1-5-2) or ``tiny``.
 
@@ -154,6 +158,7 @@ class AnimateDiffGenerator:
         default_width: int = 512,
         default_fps: float = 8.0,
         default_duration_s: float = 2.0,
+        window_frames: int | None = None,
     ):
         if modality is None:
             modality = "video" if isinstance(unet, UNetMotionModel) else "image"
@@ -172,6 +177,9 @@ class AnimateDiffGenerator:
         self.default_height, self.default_width = int(default_height), int(default_width)
         self.default_fps, self.default_duration_s = float(default_fps), float(default_duration_s)
         self.decode_chunk_size: int | None = None
+        max_seq = int(getattr(unet.config, "motion_max_seq_length", 0) or 32)
+        # Native clip length: AnimateDiff's motion modules were trained on 16-frame clips.
+        self.window_frames = int(window_frames) if window_frames else min(ANIMATEDIFF_WINDOW_FRAMES, max_seq)
         self._ddim = DDIMMath(scheduler)
         max_pos = getattr(text_encoder.config, "max_position_embeddings", 77)
         self.max_text_length = int(min(tokenizer.model_max_length, max_pos))
@@ -200,6 +208,15 @@ class AnimateDiffGenerator:
                 if dtype is not None:
                     m.to(dtype)
         return self
+
+    @property
+    def window_s(self) -> float | None:
+        """Native length in seconds (``window_frames / default_fps``); None in image mode.
+
+        Read by ``avbridge.longform`` / ``batch`` to cut longer inputs into windows."""
+        if self.modality == "image":
+            return None
+        return self.window_frames / self.default_fps
 
     def default_spec(self, duration_s: float | None = None) -> MediaSpec:
         if self.modality == "image":
@@ -446,6 +463,7 @@ class AnimateDiffGenerator:
         The same seed gives the same spatial weights in video and image mode, so the image
         mode is exactly the video model's image UNet.
         """
+        kwargs.setdefault("window_frames", TINY_WINDOW_FRAMES)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             gen = cls.from_config(animatediff_config("tiny"), modality="video", words=words, **kwargs)
