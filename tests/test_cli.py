@@ -361,6 +361,9 @@ def test_demo_writes_playable_files_and_contact_sheet(
         ("joint", "vanilla"),
     }
     assert json.loads((d / "ex_truth.json").read_text())["caption"] == full.caption
+    for r in summary["runs"]:  # event-sync scores: V2A against the truth, joint audio against its video
+        key = "sync_f1_audio_vs_truth" if r["task"] == "v2a" else "sync_f1_audio_vs_video"
+        assert 0.0 <= r[key] <= 1.0
 
 
 def test_per_modality_values() -> None:

@@ -46,6 +46,8 @@ class Row:
     video: media.Video | None = None
     audio: media.Audio | None = None
     events: list[float] = field(default_factory=list)
+    audio_onsets: list[float] = field(default_factory=list)
+    video_events: list[float] = field(default_factory=list)
 
 
 def world_models_available() -> bool:
@@ -131,10 +133,18 @@ def contact_sheet(rows: list[Row], path: Path, title: str) -> Path:
             for t in row.events:
                 ax.axvline(t, color="cyan", ls="--", lw=1.2)
             ax.tick_params(labelsize=7)
+        for t in row.video_events:
+            ax_v.axvline(t, color="lime", ls="-", lw=1.0, ymax=0.15)
+        for t in row.audio_onsets:
+            ax_a.axvline(t, color="lime", ls="-", lw=1.0, ymax=0.15)
         ax_v.set_yticks([])
         ax_v.set_title(row.title, fontsize=8, loc="left")
         ax_a.set_title(
-            "spectrogram" + (" (dashed: true event times)" if row.events else ""), fontsize=8, loc="left"
+            "spectrogram"
+            + (" (dashed: true event times)" if row.events else "")
+            + ("; green ticks: detected events" if row.audio_onsets or row.video_events else ""),
+            fontsize=8,
+            loc="left",
         )
         if r == len(rows) - 1:
             ax_v.set_xlabel("time (s)", fontsize=7)
@@ -145,6 +155,47 @@ def contact_sheet(rows: list[Row], path: Path, title: str) -> Path:
         fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)
     return path
+
+
+# ----------------------------------------------------------------------------- event sync
+
+
+def _events_module() -> Any:
+    """``avbridge.world.events`` (onset detectors, event F1) or None if unavailable."""
+    try:
+        from avbridge.world import events
+    except Exception:  # noqa: BLE001 - the demo still runs without event scoring
+        return None
+    return events
+
+
+def score_events(
+    audio: media.Audio | None, video: media.Video | None, truth_times: list[float]
+) -> dict[str, Any]:
+    """Detected audio onsets / video events, and event-sync F1 (tolerance: one 8-fps frame)."""
+    ev = _events_module()
+    if ev is None:
+        return {}
+    out: dict[str, Any] = {}
+    if audio is not None:
+        out["audio_onsets"] = [round(t, 3) for t in ev.audio_onsets(audio)]
+    if video is not None:
+        out["video_events"] = [round(t, 3) for t in ev.video_events(video)]
+    if truth_times and "audio_onsets" in out:
+        out["sync_f1_audio_vs_truth"] = round(ev.event_f1(out["audio_onsets"], truth_times), 3)
+    if not truth_times and "audio_onsets" in out and "video_events" in out:
+        out["sync_f1_audio_vs_video"] = round(ev.event_f1(out["audio_onsets"], out["video_events"]), 3)
+    return out
+
+
+def _f1_text(scores: dict[str, Any]) -> str:
+    for key, label in (
+        ("sync_f1_audio_vs_truth", "event-sync F1 vs truth"),
+        ("sync_f1_audio_vs_video", "audio-video event-sync F1"),
+    ):
+        if key in scores:
+            return f"; {label} {scores[key]:.2f}"
+    return ""
 
 
 # ----------------------------------------------------------------------------- the run
@@ -223,7 +274,17 @@ def run_demo(
         if ex.truth is not None:
             with media.atomic_path(out / f"{ex.name}_truth.json") as tmp:
                 tmp.write_text(json.dumps(ex.truth, indent=1) + "\n")
-        rows.append(Row(f"{ex.name}: input ({ex.caption})", ex.video, ex.video.audio, events))
+        sc_in = score_events(ex.video.audio, ex.video, events)
+        rows.append(
+            Row(
+                f"{ex.name}: input ({ex.caption})",
+                ex.video,
+                ex.video.audio,
+                events,
+                audio_onsets=sc_in.get("audio_onsets", []),
+                video_events=sc_in.get("video_events", []),
+            )
+        )
         files = {"input": inp.name}
 
         for guided in (True, False):
@@ -232,16 +293,18 @@ def run_demo(
             video = media.mux_audio(media.Video(ex.video.frames, ex.video.fps), res.media)
             path = media.write_output(out / f"{ex.name}_v2a_{mode}.mp4", video)
             files[f"v2a_{mode}"] = path.name
+            sc = score_events(video.audio, None, events)
             rows.append(
                 Row(
-                    f"V2A {mode}: input frames + generated audio (prompt {res.prompt!r})",
+                    f"V2A {mode}: input frames + generated audio (prompt {res.prompt!r}){_f1_text(sc)}",
                     video,
                     video.audio,
                     events,
+                    audio_onsets=sc.get("audio_onsets", []),
                 )
             )
-            summary["runs"].append(_run_info("v2a", mode, res, secs, path))
-            _say(f"wrote {path} ({secs:.1f}s, binder loss {res.trace.final_loss:.3f})", quiet)
+            summary["runs"].append({**_run_info("v2a", mode, res, secs, path), **sc})
+            _say(f"wrote {path} ({secs:.1f}s, binder loss {res.trace.final_loss:.3f}{_f1_text(sc)})", quiet)
 
         for guided in (True, False):
             mode = "guided" if guided else "vanilla (independent)"
@@ -249,12 +312,24 @@ def run_demo(
             res, secs = run("joint", guided, ex.caption, duration_s=ex.video.duration_s)
             path = media.write_output(out / f"{ex.name}_joint_{tag}.mp4", res.media)
             files[f"joint_{tag}"] = path.name
-            rows.append(Row(f"Joint {mode}: prompt {ex.caption!r}", res.media, res.media.audio))
-            summary["runs"].append(_run_info("joint", tag, res, secs, path))
-            _say(f"wrote {path} ({secs:.1f}s, binder loss {res.trace.final_loss:.3f})", quiet)
+            sc = score_events(res.media.audio, res.media, [])
+            rows.append(
+                Row(
+                    f"Joint {mode}: prompt {ex.caption!r}{_f1_text(sc)}",
+                    res.media,
+                    res.media.audio,
+                    audio_onsets=sc.get("audio_onsets", []),
+                    video_events=sc.get("video_events", []),
+                )
+            )
+            summary["runs"].append({**_run_info("joint", tag, res, secs, path), **sc})
+            _say(f"wrote {path} ({secs:.1f}s, binder loss {res.trace.final_loss:.3f}{_f1_text(sc)})", quiet)
         summary.setdefault("examples", []).append({"name": ex.name, "caption": ex.caption, "files": files})
 
-    title = f"avbridge demo, preset {preset}, {n_steps} steps, seed {seed}"
+    title = (
+        f"avbridge demo, preset {preset}, {n_steps} steps, seed {seed} "
+        "(single examples; `avbridge world bench` measures guided vs vanilla over many clips)"
+    )
     if preset == "tiny-random":
         title += " - TINY RANDOM MODELS: outputs are noise"
     sheet = contact_sheet(rows, out / "contact_sheet.png", title)
