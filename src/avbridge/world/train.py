@@ -119,6 +119,11 @@ def _require(path: Path, stage: str) -> Path:
     return path
 
 
+def _channels(args) -> tuple:
+    """``--channels 16,32,32`` as a one-element tuple of ints (or nothing: model default)."""
+    return (tuple(int(c) for c in args.channels.split(",")),) if args.channels else ()
+
+
 def _kl(post) -> torch.Tensor:
     """Mean KL per latent element of a diagonal Gaussian posterior."""
     return 0.5 * (post.mean.pow(2) + post.var - 1.0 - post.logvar).mean()
@@ -365,14 +370,14 @@ def stage_audio_text(args) -> dict:
 
 # ---------------------------------------------------------------- audio UNet
 
-def audio_unet_model(text_dim: int):
+def audio_unet_model(text_dim: int, channels: tuple[int, ...] = (16, 32, 32)):
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
         sample_size=(100, 16), in_channels=8, out_channels=8,
         down_block_types=("DownBlock2D",) * 3, up_block_types=("UpBlock2D",) * 3,
-        mid_block_type="UNetMidBlock2D", block_out_channels=(32, 64, 64), layers_per_block=1,
-        norm_num_groups=8, attention_head_dim=16, cross_attention_dim=64,
+        mid_block_type="UNetMidBlock2D", block_out_channels=tuple(channels), layers_per_block=1,
+        norm_num_groups=8, attention_head_dim=16, cross_attention_dim=channels[-1],
         class_embed_type="simple_projection", projection_class_embeddings_input_dim=text_dim,
         class_embeddings_concat=True,
     )
@@ -409,7 +414,7 @@ def stage_audio_unet(args) -> dict:
             cache.update(dict(zip(missing, e, strict=True)))
         return torch.stack([cache[c] for c in caps])
 
-    unet = audio_unet_model(text.config.projection_dim).to(dev).train()
+    unet = audio_unet_model(text.config.projection_dim, *_channels(args)).to(dev).train()
     ema = EMA(unet, args.ema)
     noise_sched = DDPMScheduler(num_train_timesteps=1000, clip_sample=False, **AUDIO_BETAS)
     abar = noise_sched.alphas_cumprod.to(dev)
@@ -504,14 +509,14 @@ def clip_text_model(vocab_size: int, eos_id: int, bos_id: int):
     return CLIPTextModel(cfg)
 
 
-def video_unet_model(cross_dim: int, frames: int):
+def video_unet_model(cross_dim: int, frames: int, channels: tuple[int, ...] = (16, 32)):
     from diffusers import UNetMotionModel
 
     return UNetMotionModel(
         sample_size=8, in_channels=4, out_channels=4,
         down_block_types=("CrossAttnDownBlockMotion", "DownBlockMotion"),
         up_block_types=("UpBlockMotion", "CrossAttnUpBlockMotion"),
-        block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8,
+        block_out_channels=tuple(channels), layers_per_block=1, norm_num_groups=8,
         cross_attention_dim=cross_dim, num_attention_heads=2, motion_num_attention_heads=2,
         motion_max_seq_length=max(32, frames), use_motion_mid_block=True,
     )
@@ -544,7 +549,7 @@ def stage_video_unet(args) -> dict:
     tok = build_tokenizer("clip", MAX_TOKENS)
     text = clip_text_model(len(tok), tok.eos_token_id, tok.bos_token_id).to(dev).train()
     nf = args.frames or t_len
-    unet = video_unet_model(text.config.hidden_size, nf).to(dev).train()
+    unet = video_unet_model(text.config.hidden_size, nf, *_channels(args)).to(dev).train()
     ema_u, ema_t = EMA(unet, args.ema), EMA(text, args.ema)
     noise_sched = DDPMScheduler(num_train_timesteps=1000, clip_sample=False, **VIDEO_BETAS)
     abar = noise_sched.alphas_cumprod.to(dev)
@@ -594,9 +599,9 @@ STAGES: dict[str, tuple[Callable, dict]] = {
     "audio-vae": (stage_audio_vae, dict(steps=4000, batch=16, lr=1e-3, seed=11)),
     "vocoder": (stage_vocoder, dict(steps=6000, batch=8, lr=2e-3, seed=12)),
     "audio-text": (stage_audio_text, dict(steps=600, batch=64, lr=1e-3, seed=13)),
-    "audio-unet": (stage_audio_unet, dict(steps=8000, batch=16, lr=1e-3, seed=14)),
+    "audio-unet": (stage_audio_unet, dict(steps=8000, batch=8, lr=1e-3, seed=14)),
     "video-vae": (stage_video_vae, dict(steps=4000, batch=32, lr=1e-3, seed=15)),
-    "video-unet": (stage_video_unet, dict(steps=8000, batch=8, lr=1e-3, seed=16)),
+    "video-unet": (stage_video_unet, dict(steps=8000, batch=4, lr=1e-3, seed=16)),
     "binder": (stage_binder, dict(steps=3000, batch=64, lr=5e-4, seed=17)),
 }
 
@@ -619,6 +624,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kl-weight", type=float, default=1e-4)
     p.add_argument("--uncond", type=float, default=0.1, help="caption dropout for classifier-free guidance")
     p.add_argument("--ema", type=float, default=0.995)
+    p.add_argument("--channels", default="", help="UNet block widths, e.g. 16,32,32 (default: the model's)")
     return p
 
 
