@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from eval_fakes import FixedBinder
+from .eval_fakes import FixedBinder
 
 from avbridge.binders.base import Binder
 from avbridge.eval import binder_scores as bs

@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("librosa")
 pytest.importorskip("cv2")
 
-from eval_fakes import FixedBinder, tiny_panns_extractor  # noqa: E402
+from .eval_fakes import FixedBinder, tiny_panns_extractor  # noqa: E402
 
 from avbridge.binders.imagebind import ImageBindBinder  # noqa: E402
 from avbridge.errors import AvbridgeError, MediaError  # noqa: E402
