@@ -7,12 +7,13 @@ import math
 import numpy as np
 import pytest
 import torch
-from .eval_fakes import FixedBinder
 
 from avbridge.binders.base import Binder
 from avbridge.eval import binder_scores as bs
 from avbridge.eval.extractors import BinderExtractor, FeatureExtractor, embed_media
 from avbridge.media import Audio, Image, Video
+
+from .eval_fakes import FixedBinder
 
 
 def _media(seed=0):

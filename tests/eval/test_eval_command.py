@@ -12,8 +12,6 @@ import pytest
 pytest.importorskip("librosa")
 pytest.importorskip("cv2")
 
-from .eval_fakes import FixedBinder, tiny_panns_extractor  # noqa: E402
-
 from avbridge.binders.imagebind import ImageBindBinder  # noqa: E402
 from avbridge.errors import AvbridgeError, MediaError  # noqa: E402
 from avbridge.eval import add_parser, panns  # noqa: E402
@@ -21,6 +19,8 @@ from avbridge.eval.cli import load_items, run_eval  # noqa: E402
 from avbridge.eval.extractors import BinderExtractor  # noqa: E402
 from avbridge.eval.pipeline import EvalItem, FeatureCache, extract_stage, load_manifest  # noqa: E402
 from avbridge.media import Audio, Video, write_audio, write_video  # noqa: E402
+
+from .eval_fakes import FixedBinder, tiny_panns_extractor  # noqa: E402
 
 CLIPS = [
     "01_aligned_clicks_10fps_16k",

@@ -99,8 +99,9 @@ class WorldClip:
         return self.video.audio
 
     def image(self) -> Image:
-        """The frame of the first event: the still used by image tasks (I2A, A2I)."""
-        k = self.truth["event_frames"][0]
+        """The frame just before the first event (no flash, true colours): the still used by
+        the image tasks (I2A's condition)."""
+        k = self.truth["event_frames"][0] - 1
         return Image(pixels=self.video.frames[k].copy())
 
 
