@@ -87,6 +87,10 @@ def test_world_preset(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     if not registry.world_models_missing():
         c = registry.load_components("world", need=("audio", "video", "image"))
         assert c.audio is not None and c.video is not None and c.image is not None
+        from avbridge.world.scene import WORLD
+
+        spec = c.video.default_spec(2.0)  # the world's format, not SD's 512x512
+        assert (spec.height, spec.width, spec.fps) == (WORLD.size, WORLD.size, WORLD.fps)
     monkeypatch.setattr(registry, "world_models_dir", lambda: tmp_path / "models")
     assert registry.world_models_missing() == list(registry.WORLD_PARTS)
     with pytest.raises(AvbridgeError, match="not shipped"):

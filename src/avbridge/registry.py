@@ -183,9 +183,20 @@ def _require_world(sub: str) -> Path:
     return d
 
 
-def load_audio(
-    source: str | None, preset: str, *, device: str, dtype: torch.dtype, seed: int = 0
-) -> Any:
+def _world_format() -> dict[str, Any]:
+    """The world's picture format (32x32 at 8 fps, 4-s clips), stated explicitly: the shipped
+    model_index.json may not carry it, and the adapter's fallback is SD's 512x512."""
+    from avbridge.world.scene import WORLD
+
+    return dict(
+        default_height=WORLD.size,
+        default_width=WORLD.size,
+        default_fps=float(WORLD.fps),
+        default_duration_s=WORLD.duration_s,
+    )
+
+
+def load_audio(source: str | None, preset: str, *, device: str, dtype: torch.dtype, seed: int = 0) -> Any:
     """The audio generator (AudioLDM adapter) from a source or the preset."""
     src = classify(source) if source is not None else Source("preset", preset)
     cls = _audio_cls()
@@ -218,7 +229,11 @@ def load_video(
             return _place(cls.tiny(seed=seed, modality=modality), device, dtype)
         if src.value == "world":
             return cls.from_pretrained(
-                _require_world("animatediff"), device=device, dtype=dtype, modality=modality
+                _require_world("animatediff"),
+                device=device,
+                dtype=dtype,
+                modality=modality,
+                **_world_format(),
             )
         base = resolve_hub(PAPER_VIDEO_BASE)
         adapter = resolve_hub(PAPER_MOTION_ADAPTER) if modality == "video" else None
@@ -246,9 +261,7 @@ def _is_image_unet(where: str) -> bool:
         return False
 
 
-def load_binder(
-    source: str | None, preset: str, *, device: str, dtype: torch.dtype, seed: int = 0
-) -> Any:
+def load_binder(source: str | None, preset: str, *, device: str, dtype: torch.dtype, seed: int = 0) -> Any:
     """The binder (ImageBind) from a checkpoint file, an avbridge folder or a preset."""
     cls = _binder_cls()
     if source is None and preset == "paper":
@@ -257,8 +270,10 @@ def load_binder(
             "the paper preset needs ImageBind-huge weights: pass --binder /path/to/imagebind_huge.pth "
             "(official checkpoint, CC BY-NC-SA 4.0; it has no hub id)",
         )
-    src = classify(source, PRESETS + ("tiny", "tiny-32", "small", "huge")) if source is not None else Source(
-        "preset", preset
+    src = (
+        classify(source, PRESETS + ("tiny", "tiny-32", "small", "huge"))
+        if source is not None
+        else Source("preset", preset)
     )
     if src.kind == "preset":
         if src.value == "world":
@@ -382,7 +397,11 @@ def load_components(
     if "image" in wanted:
         image = load_video(
             image_model if image_model is not None else video_model,
-            preset, device=device, dtype=dtype, seed=seed, modality="image",
+            preset,
+            device=device,
+            dtype=dtype,
+            seed=seed,
+            modality="image",
         )
     audio_cap, visual_cap = load_captioners(captioner, preset, b, device=device)
     return Components(
