@@ -67,8 +67,8 @@ def test_ci_bench_guided_beats_vanilla_on_v2a_sync():
     from avbridge.world.bench import run_bench
 
     comps = load_components("world", need=["audio"])
-    res = run_bench(4, ("v2a",), components=comps, steps=12, log=None)
+    res = run_bench(3, ("v2a",), components=comps, steps=10, log=None)
     s = res["summary"]["v2a"]
-    assert s["guided"]["n"] == s["vanilla"]["n"] == 4
+    assert s["guided"]["n"] == s["vanilla"]["n"] == 3
     assert s["guided"]["sync_f1"][0] > s["vanilla"]["sync_f1"][0], s
     assert (WEIGHTS_DIR / "card.json").is_file()
