@@ -90,7 +90,8 @@ def score_output(task: str, clip: WorldClip, out: Audio | Video | Image, evalm: 
     if task in ("v2a", "i2a"):
         assert isinstance(out, Audio)
         pa = evalm.predict_audio([out])
-        row.update(_truth_acc(labels(pa), truth))
+        row["pred"] = labels(pa)
+        row.update(_truth_acc(row["pred"], truth))
         cond = clip.video if task == "v2a" else clip.image()
         row["label_agreement"] = float(label_agreement(pa, evalm.predict_video([cond]))[0])
         if task == "v2a":
@@ -100,7 +101,8 @@ def score_output(task: str, clip: WorldClip, out: Audio | Video | Image, evalm: 
             row["av_align"] = _av_align(clip.video, out)
     elif task in ("a2v", "a2i"):
         pv = evalm.predict_video([out])
-        row.update(_truth_acc(labels(pv), truth))
+        row["pred"] = labels(pv)
+        row.update(_truth_acc(row["pred"], truth))
         row["label_agreement"] = float(label_agreement(pv, evalm.predict_audio([clip.audio]))[0])
         if task == "a2v":
             assert isinstance(out, Video)
@@ -112,6 +114,7 @@ def score_output(task: str, clip: WorldClip, out: Audio | Video | Image, evalm: 
         assert isinstance(out, Video) and out.audio is not None
         pv, pa = evalm.predict_video([out]), evalm.predict_audio([out.audio])
         lv, la = labels(pv), labels(pa)
+        row["pred"] = {"video": lv, "audio": la}
         # Both outputs must show the prompt's class/attributes: a hit needs both right.
         for h in ("class", "colour", "size"):
             row[f"{h}_acc"] = float(lv[h] == truth[h] and la[h] == truth[h])
