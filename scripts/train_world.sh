@@ -7,7 +7,7 @@
 # VAE and text encoder); on CPU they run one after another. SCALE multiplies every
 # stage's wall-time budget (minutes); the step counts are upper bounds.
 set -euo pipefail
-CLIPS=${1:-3000}
+CLIPS=${1:-600}
 SCALE=${2:-1}
 PY=${PYTHON:-python}
 T="$PY -m avbridge.world.train"
