@@ -508,6 +508,18 @@ def assemble_output(task: str, ext: str, result_media: Any, condition: Any) -> A
     return result_media
 
 
+def _silence_loaders() -> None:
+    """No weight-loading progress bars from transformers/diffusers (``--quiet``)."""
+    try:
+        from diffusers.utils import logging as dlog
+        from transformers.utils import logging as tlog
+
+        tlog.disable_progress_bar()
+        dlog.disable_progress_bar()
+    except (ImportError, AttributeError):
+        pass
+
+
 def _run_task(args: argparse.Namespace) -> int:
     from avbridge import media
 
@@ -530,6 +542,8 @@ def _run_task(args: argparse.Namespace) -> int:
     note = registry.preset_note(args.preset, *sources)
     if note and not args.quiet:
         print(f"avbridge: note: {note}", file=sys.stderr)
+    if args.quiet:
+        _silence_loaders()
     t0 = time.perf_counter()
     components = registry.load_components(
         args.preset,
