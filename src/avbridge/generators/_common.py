@@ -1,12 +1,13 @@
-"""Pieces shared by the adapters: a stateless DDIM step, CFG, loading helpers."""
+"""Pieces shared by the adapters: a stateless DDIM step, CFG, loading helpers, a base mixin."""
 
 from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from diffusers import DDIMScheduler
@@ -14,6 +15,7 @@ from diffusers.utils import logging as diffusers_logging
 
 from avbridge.errors import CheckpointError
 from avbridge.generators.base import PromptCond
+from avbridge.generators.tokenizers import Flavour, build_word_tokenizer
 
 
 class DDIMMath:
@@ -182,3 +184,124 @@ def quiet_diffusers() -> Iterator[None]:
         yield
     finally:
         diffusers_logging.set_verbosity(level)
+
+
+_A = TypeVar("_A", bound="LatentDiffusionAdapter")
+
+
+class LatentDiffusionAdapter:
+    """What the UNet + VAE + text-encoder adapters have in common (a mixin, not a protocol).
+
+    A subclass sets ``unet``, ``vae``, ``text_encoder``, ``scheduler`` and ``_ddim``
+    (a :class:`DDIMMath`) and lists in ``_movable`` the attribute names of the modules that
+    :meth:`to` moves. The DDIM protocol methods delegate to ``_ddim``.
+    """
+
+    _movable: tuple[str, ...] = ("unet", "vae", "text_encoder")
+    unet: Any
+    vae: Any
+    tokenizer: Any
+    max_text_length: int
+    scheduler: DDIMScheduler
+    _ddim: DDIMMath
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.unet.config.in_channels)
+
+    def to(self: _A, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> _A:
+        """Move all modules (in place) and return self."""
+        with quiet_diffusers():
+            for name in self._movable:
+                m = getattr(self, name)
+                if device is not None:
+                    m.to(device)
+                if dtype is not None:
+                    m.to(dtype)
+        return self
+
+    def enable_gradient_checkpointing(self: _A, enabled: bool = True) -> _A:
+        """Recompute UNet/VAE activations in backward: less memory for guided steps at full size."""
+        for m in (self.unet, self.vae):
+            if enabled:
+                m.enable_gradient_checkpointing()
+            else:
+                m.disable_gradient_checkpointing()
+        return self
+
+    def _tokenize(self, prompts: list[str]) -> Any:
+        """Token ids (and attention mask) padded/truncated to ``max_text_length``, as tensors."""
+        return self.tokenizer(
+            list(prompts), padding="max_length", max_length=self.max_text_length,
+            truncation=True, return_tensors="pt",
+        )
+
+    def _save_parts(self, directory: str | Path, names: tuple[str, ...], index: dict[str, Any]) -> Path:
+        """Save each part to ``directory/<name>/`` and write ``index`` as ``model_index.json``."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            getattr(self, name).save_pretrained(d / name)
+        (d / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+        return d
+
+    def _noise(self, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+        """Gaussian latents of ``shape`` drawn on ``generator``'s device, scaled for the scheduler."""
+        z = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32)
+        return z.to(self.device) * float(self.scheduler.init_noise_sigma)
+
+    def timesteps(self, n: int) -> torch.Tensor:
+        return self._ddim.timesteps(n)
+
+    def predict_x0(self, z: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self._ddim.x0(z, eps, t)
+
+    def step(self, z: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self._ddim.step(z, eps, t)
+
+
+def prompt_pair(
+    prompts: list[str] | str,
+    negative: list[str] | str | None,
+    embed: Callable[[list[str]], torch.Tensor],
+) -> PromptCond:
+    """``PromptCond(embed(prompts), embed(negatives))``; a str is one prompt, negatives default to ``""``."""
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if negative is None:
+        negative = [""] * len(prompts)
+    elif isinstance(negative, str):
+        negative = [negative] * len(prompts)
+    if len(negative) != len(prompts):
+        raise ValueError(f"{len(negative)} negative prompts for {len(prompts)} prompts")
+    return PromptCond(embed(prompts), embed(negative))
+
+
+def combine_cfg(out: torch.Tensor, use_cfg: bool, guidance_scale: float) -> torch.Tensor:
+    """``uncond + s * (cond - uncond)`` of a ``[uncond; cond]`` UNet output (as is without CFG)."""
+    if not use_cfg:
+        return out
+    uncond, text = out.chunk(2)
+    return uncond + guidance_scale * (text - uncond)
+
+
+def config_tokenizer(
+    config: dict[str, dict[str, Any]], tokenizer: Any, words: list[str] | None, flavour: Flavour
+) -> tuple[Any, dict[str, Any]]:
+    """``(tokenizer, text-encoder config)`` for a random build: ``tokenizer`` or a word tokenizer
+    over ``words``, with the encoder's vocabulary resized to a word tokenizer built from ``words``."""
+    tok = tokenizer or build_word_tokenizer(
+        words, flavour, model_max_length=config["tokenizer"]["model_max_length"]
+    )
+    te_cfg = dict(config["text_encoder"])
+    if tokenizer is None and words is not None:
+        te_cfg["vocab_size"] = len(tok)
+    return tok, te_cfg

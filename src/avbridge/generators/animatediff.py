@@ -28,9 +28,13 @@ from transformers import AutoTokenizer, CLIPTextConfig, CLIPTextModel, PreTraine
 from avbridge.errors import AvbridgeError, CheckpointError
 from avbridge.generators._common import (
     DDIMMath,
+    LatentDiffusionAdapter,
     cfg_inputs,
+    combine_cfg,
+    config_tokenizer,
     freeze,
     load_part,
+    prompt_pair,
     quiet_diffusers,
     resolve_source,
     timestep_batch,
@@ -142,7 +146,7 @@ def unet2d_from_motion(unet: UNetMotionModel) -> UNet2DConditionModel:
     return u2
 
 
-class AnimateDiffGenerator:
+class AnimateDiffGenerator(LatentDiffusionAdapter):
     """AnimateDiff video generation (``modality="video"``) or its SD image mode (``"image"``)."""
 
     def __init__(
@@ -184,31 +188,7 @@ class AnimateDiffGenerator:
         max_pos = getattr(text_encoder.config, "max_position_embeddings", 77)
         self.max_text_length = int(min(tokenizer.model_max_length, max_pos))
 
-    # -- basics -----------------------------------------------------------------------
-    @property
-    def device(self) -> torch.device:
-        return next(self.unet.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.unet.parameters()).dtype
-
-    @property
-    def latent_channels(self) -> int:
-        return int(self.unet.config.in_channels)
-
-    def to(
-        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
-    ) -> AnimateDiffGenerator:
-        """Move all modules (in place) and return self."""
-        with quiet_diffusers():
-            for m in (self.unet, self.vae, self.text_encoder):
-                if device is not None:
-                    m.to(device)
-                if dtype is not None:
-                    m.to(dtype)
-        return self
-
+    # -- basics (device, dtype, latent_channels, to, enable_gradient_checkpointing: base) --
     @property
     def window_s(self) -> float | None:
         """Native length in seconds (``window_frames / default_fps``); None in image mode.
@@ -239,36 +219,16 @@ class AnimateDiffGenerator:
         f = self.vae_scale_factor
         return math.ceil(h / f), math.ceil(w / f)
 
-    def enable_gradient_checkpointing(self, enabled: bool = True) -> AnimateDiffGenerator:
-        """Recompute UNet/VAE activations in backward: less memory for guided steps at full size."""
-        for m in (self.unet, self.vae):
-            if enabled:
-                m.enable_gradient_checkpointing()
-            else:
-                m.disable_gradient_checkpointing()
-        return self
-
     # -- protocol ---------------------------------------------------------------------
     @torch.no_grad()
     def _text_states(self, prompts: list[str]) -> torch.Tensor:
-        tok = self.tokenizer(
-            list(prompts), padding="max_length", max_length=self.max_text_length,
-            truncation=True, return_tensors="pt",
-        )
+        tok = self._tokenize(prompts)
         out = self.text_encoder(input_ids=tok["input_ids"].to(self.device))
         return out.last_hidden_state.float()
 
     def encode_prompt(self, prompts: list[str], negative: list[str] | None = None) -> PromptCond:
         """CLIP last hidden states (B, L, D) for prompts and negatives (default ``""``)."""
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        if negative is None:
-            negative = [""] * len(prompts)
-        elif isinstance(negative, str):
-            negative = [negative] * len(prompts)
-        if len(negative) != len(prompts):
-            raise ValueError(f"{len(negative)} negative prompts for {len(prompts)} prompts")
-        return PromptCond(self._text_states(prompts), self._text_states(negative))
+        return prompt_pair(prompts, negative, self._text_states)
 
     def init_latents(self, spec: MediaSpec, batch: int, generator: torch.Generator) -> torch.Tensor:
         """Gaussian latents: (B, C, F, h, w) for video (F = ``spec.num_frames``), (B, C, h, w) for images."""
@@ -283,11 +243,7 @@ class AnimateDiffGenerator:
             shape: tuple[int, ...] = (batch, self.latent_channels, spec.num_frames, h, w)
         else:
             shape = (batch, self.latent_channels, h, w)
-        z = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32)
-        return z.to(self.device) * float(self.scheduler.init_noise_sigma)
-
-    def timesteps(self, n: int) -> torch.Tensor:
-        return self._ddim.timesteps(n)
+        return self._noise(shape, generator)
 
     def predict_eps(
         self, z: torch.Tensor, t: torch.Tensor, cond: PromptCond, guidance_scale: float
@@ -300,16 +256,8 @@ class AnimateDiffGenerator:
             # UNetMotionModel folds frames into the batch; its context must be per frame.
             ctx = ctx.repeat_interleave(zin.shape[2], dim=0)
         out = self.unet(zin.to(self.dtype), tb, encoder_hidden_states=ctx.to(self.dtype)).sample.float()
-        if use_cfg:
-            uncond, text = out.chunk(2)
-            out = uncond + guidance_scale * (text - uncond)
+        out = combine_cfg(out, use_cfg, guidance_scale)
         return self._ddim.model_output_to_eps(out, z, t)
-
-    def predict_x0(self, z: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self._ddim.x0(z, eps, t)
-
-    def step(self, z: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self._ddim.step(z, eps, t)
 
     def _decode_images(self, z: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         z = z / float(self.vae.config.scaling_factor)
@@ -394,10 +342,6 @@ class AnimateDiffGenerator:
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``unet/ vae/ text_encoder/ tokenizer/ scheduler/`` (+ ``model_index.json``)."""
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        for name in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
-            getattr(self, name).save_pretrained(d / name)
         pipe = "AnimateDiffPipeline" if self.modality == "video" else "StableDiffusionPipeline"
         index = {
             "_class_name": pipe,
@@ -411,8 +355,7 @@ class AnimateDiffGenerator:
                 "default_fps": self.default_fps, "default_duration_s": self.default_duration_s,
             },
         }
-        (d / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
-        return d
+        return self._save_parts(directory, ("unet", "vae", "text_encoder", "tokenizer", "scheduler"), index)
 
     # -- builders ---------------------------------------------------------------------
     @classmethod
@@ -426,12 +369,7 @@ class AnimateDiffGenerator:
         **kwargs: Any,
     ) -> AnimateDiffGenerator:
         """Random-weight components from :func:`animatediff_config`-style dicts, built on ``device``."""
-        tok = tokenizer or build_word_tokenizer(
-            words, "clip", model_max_length=config["tokenizer"]["model_max_length"]
-        )
-        te_cfg = dict(config["text_encoder"])
-        if tokenizer is None and words is not None:
-            te_cfg["vocab_size"] = len(tok)
+        tok, te_cfg = config_tokenizer(config, tokenizer, words, "clip")
         scheduler = DDIMScheduler(**config["scheduler"])
         with torch.device(device):
             unet2d = UNet2DConditionModel(**config["unet"])

@@ -16,7 +16,6 @@ multiple of the VAE's downsampling factor; decoded audio is trimmed to the reque
 
 from __future__ import annotations
 
-import json
 import math
 from functools import lru_cache
 from pathlib import Path
@@ -37,11 +36,14 @@ from transformers import (
 
 from avbridge.generators._common import (
     DDIMMath,
+    LatentDiffusionAdapter,
     boost_vocoder_init,
     cfg_inputs,
+    combine_cfg,
+    config_tokenizer,
     freeze,
     load_part,
-    quiet_diffusers,
+    prompt_pair,
     resolve_source,
     timestep_batch,
 )
@@ -232,10 +234,11 @@ def audioldm_config(variant: str = "m-full") -> dict[str, dict[str, Any]]:
 _PARTS = ("unet", "vae", "text_encoder", "tokenizer", "vocoder", "scheduler")
 
 
-class AudioLDMGenerator:
+class AudioLDMGenerator(LatentDiffusionAdapter):
     """AudioLDM text-to-audio, one denoising step at a time (see the module docstring)."""
 
     modality: Modality = "audio"
+    _movable = ("unet", "vae", "text_encoder", "vocoder")
 
     def __init__(
         self,
@@ -265,31 +268,7 @@ class AudioLDMGenerator:
         # in windows of this size (``avbridge.longform``).
         self.window_s: float | None = AUDIOLDM_WINDOW_S if window_s is None else float(window_s)
 
-    # -- basics -----------------------------------------------------------------------
-    @property
-    def device(self) -> torch.device:
-        return next(self.unet.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.unet.parameters()).dtype
-
-    @property
-    def latent_channels(self) -> int:
-        return int(self.unet.config.in_channels)
-
-    def to(
-        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
-    ) -> AudioLDMGenerator:
-        """Move all modules (in place) and return self."""
-        with quiet_diffusers():
-            for m in (self.unet, self.vae, self.text_encoder, self.vocoder):
-                if device is not None:
-                    m.to(device)
-                if dtype is not None:
-                    m.to(dtype)
-        return self
-
+    # -- basics (device, dtype, latent_channels, to, enable_gradient_checkpointing: base) --
     def default_spec(self, duration_s: float | None = None) -> MediaSpec:
         return MediaSpec(duration_s=float(duration_s if duration_s is not None else self.default_duration_s))
 
@@ -298,22 +277,10 @@ class AudioLDMGenerator:
         frames = math.ceil(spec.num_samples(self.sample_rate) / self.hop_length)
         return math.ceil(frames / self.vae_scale_factor) * self.vae_scale_factor
 
-    def enable_gradient_checkpointing(self, enabled: bool = True) -> AudioLDMGenerator:
-        """Recompute UNet/VAE activations in backward: less memory for guided steps at full size."""
-        for m in (self.unet, self.vae):
-            if enabled:
-                m.enable_gradient_checkpointing()
-            else:
-                m.disable_gradient_checkpointing()
-        return self
-
     # -- protocol ---------------------------------------------------------------------
     @torch.no_grad()
     def _text_embeds(self, prompts: list[str]) -> torch.Tensor:
-        tok = self.tokenizer(
-            list(prompts), padding="max_length", max_length=self.max_text_length,
-            truncation=True, return_tensors="pt",
-        )
+        tok = self._tokenize(prompts)
         out = self.text_encoder(
             input_ids=tok["input_ids"].to(self.device), attention_mask=tok["attention_mask"].to(self.device)
         )
@@ -321,25 +288,13 @@ class AudioLDMGenerator:
 
     def encode_prompt(self, prompts: list[str], negative: list[str] | None = None) -> PromptCond:
         """L2-normalised CLAP text embeddings (B, D); the negative defaults to ``""``."""
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        if negative is None:
-            negative = [""] * len(prompts)
-        elif isinstance(negative, str):
-            negative = [negative] * len(prompts)
-        if len(negative) != len(prompts):
-            raise ValueError(f"{len(negative)} negative prompts for {len(prompts)} prompts")
-        return PromptCond(self._text_embeds(prompts), self._text_embeds(negative))
+        return prompt_pair(prompts, negative, self._text_embeds)
 
     def init_latents(self, spec: MediaSpec, batch: int, generator: torch.Generator) -> torch.Tensor:
         """Gaussian latents (B, C, frames / f, 64 / f), drawn on ``generator``'s device."""
         shape = (batch, self.latent_channels, self.mel_frames(spec) // self.vae_scale_factor,
                  self.n_mels // self.vae_scale_factor)
-        z = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32)
-        return z.to(self.device) * float(self.scheduler.init_noise_sigma)
-
-    def timesteps(self, n: int) -> torch.Tensor:
-        return self._ddim.timesteps(n)
+        return self._noise(shape, generator)
 
     def predict_eps(
         self, z: torch.Tensor, t: torch.Tensor, cond: PromptCond, guidance_scale: float
@@ -356,16 +311,8 @@ class AudioLDMGenerator:
         out = self.unet(
             zin.to(self.dtype), tb, encoder_hidden_states=None, class_labels=labels.to(self.dtype)
         ).sample.float()
-        if use_cfg:
-            uncond, text = out.chunk(2)
-            out = uncond + guidance_scale * (text - uncond)
+        out = combine_cfg(out, use_cfg, guidance_scale)
         return self._ddim.model_output_to_eps(out, z, t)
-
-    def predict_x0(self, z: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self._ddim.x0(z, eps, t)
-
-    def step(self, z: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self._ddim.step(z, eps, t)
 
     def decode_mel(self, z0: torch.Tensor) -> torch.Tensor:
         """VAE decode: latents -> log-mel (B, 1, T, 64). Differentiable."""
@@ -436,10 +383,6 @@ class AudioLDMGenerator:
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write the diffusers folder layout that :meth:`from_pretrained` (and diffusers) read."""
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        for name in _PARTS:
-            getattr(self, name).save_pretrained(d / name)
         index = {
             "_class_name": "AudioLDMPipeline",
             "unet": ["diffusers", "UNet2DConditionModel"],
@@ -449,8 +392,7 @@ class AudioLDMGenerator:
             "vocoder": ["transformers", "SpeechT5HifiGan"],
             "scheduler": ["diffusers", "DDIMScheduler"],
         }
-        (d / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
-        return d
+        return self._save_parts(directory, _PARTS, index)
 
     # -- builders ---------------------------------------------------------------------
     @classmethod
@@ -463,12 +405,7 @@ class AudioLDMGenerator:
         **kwargs: Any,
     ) -> AudioLDMGenerator:
         """Random-weight components from :func:`audioldm_config`-style dicts, built on ``device``."""
-        tok = tokenizer or build_word_tokenizer(
-            words, "roberta", model_max_length=config["tokenizer"]["model_max_length"]
-        )
-        te_cfg = dict(config["text_encoder"])
-        if tokenizer is None and words is not None:
-            te_cfg["vocab_size"] = len(tok)
+        tok, te_cfg = config_tokenizer(config, tokenizer, words, "roberta")
         scheduler = DDIMScheduler(**config["scheduler"])
         with torch.device(device):
             unet = UNet2DConditionModel(**config["unet"])
