@@ -90,6 +90,10 @@ def build_extractors(args: argparse.Namespace) -> list[FeatureExtractor]:
         from avbridge.eval.panns import PannsExtractor
 
         exts.append(PannsExtractor.from_checkpoint(args.panns, trust_pickle=args.trust_pickle))
+    if getattr(args, "world_extractors", False) or getattr(args, "world_weights", None):
+        from avbridge.eval.world_extractors import world_extractors
+
+        exts.extend(world_extractors(getattr(args, "world_weights", None)))
     return exts
 
 
@@ -125,6 +129,19 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--panns", default=None, metavar="CKPT", help="PANNs CNN14 checkpoint (FAD, KL, ISc)")
     p.add_argument("--trust-pickle", action="store_true", help="allow pickled checkpoint contents")
+    p.add_argument(
+        "--world-extractors",
+        action="store_true",
+        help="also score with the embedded world's evaluation classifiers (world-audio, "
+        "world-video: FAD/FVD/KID, KL and ISc over the world's classes)",
+    )
+    p.add_argument(
+        "--world-weights",
+        default=None,
+        metavar="DIR",
+        help="folder with the world classifiers' audio/video.safetensors (implies "
+        "--world-extractors; default: the weights shipped with avbridge)",
+    )
     p.add_argument("--no-av-align", action="store_true")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--kid-subset-size", type=int, default=1000)

@@ -23,7 +23,8 @@ from avbridge.media import Audio, Image, Video
 class FeatureExtractor(Protocol):
     """``name`` + ``version`` identify the model (cache key); ``modality`` what it reads.
 
-    ``modality`` is "audio", "video", "image", "text" or "any". Implementations may also
+    ``modality`` is "audio", "video", "image", "visual" (video or image), "text" or "any".
+    An "audio" extractor also reads a video's soundtrack. Implementations may also
     define ``probabilities(media) -> (C,)`` (rows summing to 1) and
     ``extract(media) -> dict`` returning all outputs of one forward pass
     (``features`` plus optional ``probabilities``, ``probabilities_sigmoid``, ...).
@@ -65,6 +66,8 @@ def accepts(extractor: FeatureExtractor, media: Any) -> bool:
     kind = media_modality(media)
     if extractor.modality == "any" or extractor.modality == kind:
         return True
+    if extractor.modality == "visual":
+        return kind in ("video", "image")
     return extractor.modality == "audio" and kind == "video" and media.audio is not None
 
 

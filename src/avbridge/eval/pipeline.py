@@ -471,7 +471,8 @@ def _set_metrics(
         gens = [s.feats[ex.name]["generated"] for s in samples if "generated" in s.feats.get(ex.name, {})]
         if not gens:
             continue
-        mod = file_modality(samples[0].item.generated)
+        # an audio extractor reads a video's soundtrack: its distance is an audio one (FAD)
+        mod = "audio" if ex.modality == "audio" else file_modality(samples[0].item.generated)
         fd_name = {"audio": "FAD", "video": "FVD"}.get(mod, "FD")
         kd_name = {"video": "KVD"}.get(mod, "KID")
         tag = f"[{ex.name}]"

@@ -126,9 +126,14 @@ class VideoClassifier(nn.Module):
 
 @dataclass
 class Prediction:
-    """Per-head probabilities (B, K) and arg-max labels of one batch."""
+    """Per-head probabilities (B, K) and arg-max labels of one batch.
+
+    ``features`` is the classifiers' pooled embedding (B, D) that feeds the heads (the
+    penultimate layer; used by ``avbridge eval`` as FD/KID features), when available.
+    """
 
     probs: dict[str, np.ndarray]
+    features: np.ndarray | None = None
 
     def labels(self, head: str) -> list[str]:
         return [HEADS[head][i] for i in self.probs[head].argmax(1)]
@@ -187,19 +192,24 @@ class EvalModels:
             x = resample(a.samples, a.sample_rate, WORLD.sample_rate)[:n]
             rows.append(np.pad(x, (0, n - len(x))))
         x = torch.from_numpy(np.stack(rows)).float().to(self.device)
-        return Prediction({k: torch.softmax(v, 1).cpu().numpy() for k, v in self.audio(x).items()})
+        h = self.audio.features(x)
+        probs = {k: torch.softmax(v, 1).cpu().numpy() for k, v in self.audio.heads(h).items()}
+        return Prediction(probs, h.cpu().numpy())
 
     @torch.no_grad()
     def predict_video(self, videos: list[Video | Image]) -> Prediction:
         """Class/colour/size probabilities of each video (or image, as a one-frame video)."""
         out: dict[str, list[np.ndarray]] = {k: [] for k in HEADS}
+        feats: list[np.ndarray] = []
         for v in videos:
             frames = v.frames if isinstance(v, Video) else v.pixels[None]
             x = torch.from_numpy(np.ascontiguousarray(frames)).float().div(255.0)
             x = x.permute(0, 3, 1, 2)[None].to(self.device)
-            for k, logits in self.video(x).items():
+            h = self.video.features(x)
+            feats.append(h.cpu().numpy())
+            for k, logits in self.video.heads(h).items():
                 out[k].append(torch.softmax(logits, 1).cpu().numpy())
-        return Prediction({k: np.concatenate(v) for k, v in out.items()})
+        return Prediction({k: np.concatenate(v) for k, v in out.items()}, np.concatenate(feats))
 
 
 def model_card() -> dict[str, Any]:
