@@ -60,7 +60,7 @@ def _add_bench(sub: Any) -> None:
     p = sub.add_parser("bench", help="guided vs vanilla on held-out world clips, with 95%% intervals",
                        description="Run every task guided and vanilla on held-out test clips of the world "
                        "and report event-sync F1, class/attribute accuracy, AV-Align and binder-space "
-                       "scores (evaluation models only) with 95%% confidence intervals.")
+                       "scores (evaluation models only) with 95% confidence intervals.")
     add_bench_arguments(p)
     p.set_defaults(func=_bench)
 
