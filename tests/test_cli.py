@@ -392,3 +392,13 @@ def test_options_reach_the_align_config() -> None:
     assert cfg.audio_path == "waveform"
     default = cli.make_config("a2v", {})
     assert default.steps == 25 and default.prompt_lr > 0  # unset options keep the paper's task defaults
+
+
+def test_preset_guidance_settings_only_apply_to_the_presets_own_models() -> None:
+    import argparse
+
+    from avbridge.cli import config_preset
+
+    base = dict(preset="world", audio_model=None, video_model=None, image_model=None, binder=None)
+    assert config_preset(argparse.Namespace(**base)) == "world"
+    assert config_preset(argparse.Namespace(**{**base, "audio_model": "some/folder"})) is None

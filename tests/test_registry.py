@@ -166,3 +166,26 @@ def test_classify() -> None:
     assert registry.classify("cvssp/audioldm-m-full") == registry.Source("hub", "cvssp/audioldm-m-full")
     assert registry.classify(str(Path(__file__).parent)).kind == "dir"
     assert registry.classify(__file__).kind == "file"
+
+
+def test_world_guidance_settings_replace_the_papers(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import json
+
+    from avbridge.tasks import default_config
+
+    monkeypatch.setattr(registry, "world_models_dir", lambda: tmp_path)
+    assert default_config("v2a", preset="world") == default_config("v2a")  # no file: the paper's
+    (tmp_path / "guidance.json").write_text(json.dumps(
+        {"_note": "chosen on val", "v2a": {"lr": 0.5, "per_clip": True, "window": [0.1, 0.9], "_why": "x"}}
+    ))
+    cfg = default_config("v2a", preset="world")
+    assert (cfg.lr, cfg.per_clip, cfg.window) == (0.5, True, (0.1, 0.9))
+    assert cfg.steps == default_config("v2a").steps
+    assert default_config("a2v", preset="world") == default_config("a2v")
+    assert default_config("v2a", preset="paper") == default_config("v2a")
+    (tmp_path / "guidance.json").write_text(json.dumps({"v2a": {"learning_rate": 1}}))
+    with pytest.raises(CheckpointError, match="learning_rate"):
+        default_config("v2a", preset="world")
+    (tmp_path / "guidance.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="guidance.json"):
+        default_config("v2a", preset="world")

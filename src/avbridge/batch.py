@@ -447,11 +447,17 @@ def _native_window(components: Any, output_kind: str) -> float | None:
 
 
 def _task_config(tasks_mod: Any, settings: BatchSettings) -> Any:
-    if settings.steps is None:
-        return None
     default = getattr(tasks_mod, "default_config", None)
     if callable(default):
-        return dataclasses.replace(default(settings.task), steps=settings.steps)
+        # The preset's tuned settings apply only when every model is the preset's.
+        preset = None if any(settings.models.values()) else settings.preset
+        try:
+            cfg = default(settings.task, preset=preset)
+        except TypeError:  # a task module whose default_config takes no preset
+            cfg = default(settings.task)
+        return cfg if settings.steps is None else dataclasses.replace(cfg, steps=settings.steps)
+    if settings.steps is None:
+        return None
     from avbridge.aligner import AlignConfig
 
     return AlignConfig(steps=settings.steps)

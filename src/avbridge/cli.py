@@ -417,17 +417,22 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return o
 
 
-def make_config(task: str, overrides: dict[str, Any]) -> Any:
-    """The task's default AlignConfig with ``overrides`` applied (AvbridgeError if invalid)."""
+def make_config(task: str, overrides: dict[str, Any], preset: str | None = None) -> Any:
+    """The task's default AlignConfig (the preset's own when it ships one) with
+    ``overrides`` applied (AvbridgeError if invalid)."""
     from avbridge import tasks
-    from avbridge.aligner import AlignConfig
 
-    default_fn = getattr(tasks, "default_config", None)
-    base = default_fn(task) if default_fn is not None else AlignConfig()
+    base = tasks.default_config(task, preset=preset)
     try:
         return dataclasses.replace(base, **overrides)
     except (ValueError, TypeError) as e:
         raise AvbridgeError(f"invalid option: {' '.join(str(e).split())}") from e
+
+
+def config_preset(args: argparse.Namespace) -> str | None:
+    """The preset whose tuned guidance settings apply: only when every model is the preset's."""
+    own = ("audio_model", "video_model", "image_model", "binder")
+    return None if any(getattr(args, k, None) for k in own) else getattr(args, "preset", None)
 
 
 class ProgressBar:
@@ -533,7 +538,7 @@ def _run_task(args: argparse.Namespace) -> int:
     if task in ("joint", "i2a") and not 0 < args.duration <= 60:
         raise AvbridgeError(f"--duration must be in (0, 60] seconds, got {args.duration}")
     condition = read_condition(args.input, info.input_kind) if info.input_kind else None
-    config = make_config(task, config_overrides(args))
+    config = make_config(task, config_overrides(args), config_preset(args))
     device = resolve_device(args.device)
 
     from avbridge import registry, tasks

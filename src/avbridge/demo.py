@@ -261,7 +261,7 @@ def run_demo(
     bar = ProgressBar("demo", enabled=not quiet)
 
     def run(task: str, guided: bool, *args: Any, **kw: Any) -> Any:
-        cfg = dataclasses.replace(tasks.default_config(task), steps=n_steps)
+        cfg = dataclasses.replace(tasks.default_config(task, preset=preset), steps=n_steps)
         bar.desc = f"{task} ({'guided' if guided else 'vanilla'})"
         t = time.perf_counter()
         res = getattr(tasks, task)(

@@ -166,6 +166,35 @@ WORLD_PARTS: dict[str, str] = {
 }
 
 
+def world_guidance() -> dict[str, dict[str, Any]]:
+    """The world models' tuned AlignConfig fields per task (``models/guidance.json``; ``{}``
+    when absent). Lists become tuples (``window``); keys starting with ``_`` are notes."""
+    path = world_models_dir() / "guidance.json"
+    if not path.is_file():
+        return {}
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(path, f"unreadable guidance settings: {e}") from e
+    import dataclasses
+
+    from avbridge.aligner import AlignConfig
+
+    known = {f.name for f in dataclasses.fields(AlignConfig)} - {"weights"}
+    out: dict[str, dict[str, Any]] = {}
+    for task, fields in raw.items():
+        if task.startswith("_"):
+            continue
+        if task not in TASK_NEEDS or not isinstance(fields, dict):
+            raise CheckpointError(path, f"unknown task {task!r} or malformed entry")
+        bad = sorted(k for k in fields if not k.startswith("_") and k not in known)
+        if bad:
+            raise CheckpointError(path, f"{task}: unknown setting(s) {', '.join(bad)}")
+        out[task] = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()
+                     if not k.startswith("_")}
+    return out
+
+
 def world_models_missing() -> list[str]:
     """The embedded world's model folders that are absent or incomplete in this install."""
     d = world_models_dir()

@@ -52,13 +52,28 @@ class TaskResult:
     trace: AlignTrace
 
 
-def default_config(task: str) -> AlignConfig:
-    """The paper's settings per task.
+def default_config(task: str, preset: str | None = None) -> AlignConfig:
+    """The paper's settings per task, or a preset's own where it ships them.
 
     V2A/I2A: 30 steps, lr 0.1 on AudioLDM latents, CFG 2.5, guided after the first 20%.
     A2V/A2I: 25 steps, lr 0.01 on AnimateDiff/SD latents, CFG 7.5, prompt tuning on.
     Joint: 25 steps, lr 0.1 (audio) / 0.01 (video), prompt tuning on for both.
+
+    ``preset="world"``: the embedded world's models ship ``guidance.json`` beside their
+    weights, settings chosen on the world's validation split for those models
+    (``scripts/tune_world_guidance.py``); its fields replace the paper's.
     """
+    base = _paper_config(task)
+    if preset == "world":
+        from avbridge.registry import world_guidance
+
+        fields = world_guidance().get(task, {})
+        if fields:
+            base = replace(base, **fields)
+    return base
+
+
+def _paper_config(task: str) -> AlignConfig:
     if task in ("v2a", "i2a"):
         return AlignConfig(steps=30, lr=0.1, guidance_scale=2.5, window=(0.2, 1.0))
     if task in ("a2v", "a2i"):

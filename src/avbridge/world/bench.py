@@ -168,10 +168,17 @@ def run_bench(
     seed: int = 0,
     device: str = "cpu",
     start: int = 0,
+    split: str = "test",
+    overrides: dict[str, Any] | None = None,
     log: Callable[[str], None] | None = print,
 ) -> dict[str, Any]:
     """Run the bench; returns ``{"config", "summary": {task: {variant: {metric: [mean, lo, hi]}}},
-    "rows": [...]}``. ``components`` defaults to ``load_components("world")``."""
+    "rows": [...]}``. ``components`` defaults to ``load_components("world")``.
+
+    ``split`` is ``"test"`` for reported figures; ``"val"`` is for choosing settings
+    (``scripts/tune_world_guidance.py``), so the test clips never steer a choice.
+    ``overrides`` replaces AlignConfig fields of every guided variant's task default.
+    """
     from avbridge.tasks import default_config, with_steps
     from avbridge.world.evalmodels import EvalModels
 
@@ -180,20 +187,24 @@ def run_bench(
         raise AvbridgeError(f"unknown task(s) {', '.join(bad)}: choose from {', '.join(TASKS)}")
     if n < 1:
         raise AvbridgeError(f"--n must be at least 1, got {n}")
+    if split not in ("val", "test"):
+        raise AvbridgeError(f"split must be 'val' or 'test', got {split!r}")
     if components is None:
         from avbridge.registry import TASK_NEEDS, load_components
 
         need = sorted({g for t in tasks for g in TASK_NEEDS[t]})
         components = load_components("world", device=device, need=need)
     evalm = evalmodels if evalmodels is not None else EvalModels.load()
-    seeds = split_seeds("test", n, start=start)
+    seeds = split_seeds(split, n, start=start)  # type: ignore[arg-type]
     rows: list[dict[str, Any]] = []
     t0 = time.time()
     for task in tasks:
         run = _runner(task)
-        base = default_config(task)
+        base = default_config(task, preset="world")
         if steps is not None:
             base = with_steps(base, steps)
+        if overrides:
+            base = replace(base, **overrides)
         for i, s in enumerate(seeds):
             clip = render_clip(s)
             for name, guided, pc in variants(per_clip):
@@ -221,7 +232,8 @@ def run_bench(
             }
             summary[task][name]["n"] = len(sel)
     config = {"n": n, "tasks": list(tasks), "steps": steps, "per_clip": per_clip, "seed": seed,
-              "device": device, "test_seeds": [seeds[0], seeds[-1]], "tolerance_s": TOL_S,
+              "device": device, "split": split, "seeds": [seeds[0], seeds[-1]],
+              "overrides": overrides or {}, "tolerance_s": TOL_S,
               "wall_s": round(time.time() - t0, 1)}
     return {"config": config, "summary": summary, "rows": rows}
 
