@@ -89,7 +89,10 @@ def _finish(args, loop: Loop, stage: str, extra: dict | None = None) -> dict:
         "world": {"duration_s": WORLD.duration_s, "fps": WORLD.fps, "size": WORLD.size,
                   "sample_rate": WORLD.sample_rate},
         "command": f"python -m avbridge.world.train {stage} --steps {args.steps} --minutes {args.minutes} "
-        f"--clips {args.clips} --batch {args.batch} --lr {args.lr} --seed {args.seed}",
+        f"--clips {args.clips} --batch {args.batch} --lr {args.lr} --seed {args.seed}"
+        + (f" --channels {args.channels}" if getattr(args, "channels", "") else "")
+        + (" --wide" if getattr(args, "wide", False) else "")
+        + (" --cosine" if getattr(args, "cosine", False) else ""),
     }
     info.update(extra or {})
     _summary(args.models, stage, info)
@@ -196,13 +199,16 @@ def stage_audio_vae(args) -> dict:
 
 # ---------------------------------------------------------------- vocoder
 
-def vocoder_model():
+def vocoder_model(channels: int = 64, wide: bool = False):
+    """The world's HiFi-GAN generator. ``wide``: HiFi-GAN V1's residual stacks (kernels
+    3/7/11, dilations 1/3/5), a longer receptive field for tonal sounds."""
     from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
 
+    kernels, dilations = ([3, 7, 11], [[1, 3, 5]] * 3) if wide else ([3, 7], [[1, 3], [1, 3]])
     cfg = SpeechT5HifiGanConfig(
-        model_in_dim=64, sampling_rate=16000, upsample_initial_channel=64,
+        model_in_dim=64, sampling_rate=16000, upsample_initial_channel=channels,
         upsample_rates=[5, 4, 4, 2], upsample_kernel_sizes=[11, 8, 8, 4],
-        resblock_kernel_sizes=[3, 7], resblock_dilation_sizes=[[1, 3], [1, 3]],
+        resblock_kernel_sizes=kernels, resblock_dilation_sizes=dilations,
         normalize_before=False,
     )
     voc = SpeechT5HifiGan(cfg)
@@ -236,9 +242,11 @@ def stage_vocoder(args) -> dict:
     clips = load_clips("train", args.clips)
     audio = clips.audio.to(dev).float()
     mels = _mels(clips, dev)  # (N, 400, 64)
-    voc = vocoder_model().to(dev).train()
+    ch = _channels(args)
+    voc = vocoder_model(ch[0][0] if ch else 64, wide=args.wide).to(dev).train()
     opt = torch.optim.AdamW(voc.parameters(), lr=args.lr, betas=(0.8, 0.99))
-    loop = Loop(args.work, {"vocoder": voc}, opt, args.steps, args.minutes, args.ckpt_every)
+    loop = Loop(args.work, {"vocoder": voc}, opt, args.steps, args.minutes, args.ckpt_every,
+                cosine=args.cosine)
     if args.resume:
         loop.resume()
     seg = 32  # mel frames per training segment (0.32 s)
@@ -624,7 +632,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kl-weight", type=float, default=1e-4)
     p.add_argument("--uncond", type=float, default=0.1, help="caption dropout for classifier-free guidance")
     p.add_argument("--ema", type=float, default=0.995)
-    p.add_argument("--channels", default="", help="UNet block widths, e.g. 16,32,32 (default: the model's)")
+    p.add_argument("--channels", default="", help="UNet block widths, e.g. 16,32,32, or the vocoder's "
+                   "first width, e.g. 128 (default: the model's)")
+    p.add_argument("--wide", action="store_true", help="vocoder: HiFi-GAN V1 residual stacks (3/7/11)")
+    p.add_argument("--cosine", action="store_true", help="cosine learning-rate decay over the budget")
     return p
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import random
 import sys
 import time
@@ -61,11 +62,16 @@ class Loop:
         log_every: int = 50,
         emas: dict[str, EMA] | None = None,
         scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+        cosine: bool = False,
     ) -> None:
         self.work_dir = Path(work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.modules, self.opt, self.emas, self.sched = modules, optimizer, emas or {}, scheduler
         self.steps, self.budget_s = steps, minutes * 60.0
+        # Cosine decay to 10% over whichever budget (steps or wall time) runs out first;
+        # time-based because a stage's length on a given machine is set by --minutes.
+        self.cosine = cosine
+        self.base_lrs = [g["lr"] for g in optimizer.param_groups]
         self.ckpt_every_s, self.log_every = ckpt_every_s, log_every
         self.step_i = 0
         self.elapsed_prev = 0.0
@@ -131,6 +137,10 @@ class Loop:
         loss.backward()
         params = [p for g in self.opt.param_groups for p in g["params"]]
         torch.nn.utils.clip_grad_norm_(params, clip)
+        if self.cosine:
+            frac = min(1.0, max(self.elapsed / self.budget_s, self.step_i / self.steps))
+            for g, base in zip(self.opt.param_groups, self.base_lrs, strict=True):
+                g["lr"] = base * (0.1 + 0.45 * (1.0 + math.cos(math.pi * frac)))
         self.opt.step()
         if self.sched is not None:
             self.sched.step()

@@ -1,0 +1,84 @@
+"""Choose the world models' guidance settings on the **validation** split.
+
+For each task, runs the world bench on ``--n`` validation clips (never the test clips that
+``avbridge world bench`` reports on) for every learning rate of the grid, with the plain
+and the per-clip loss, prints mean [95% CI] of sync F1 and class accuracy, and picks the
+setting with the highest ``sync_f1 + class_acc`` (class accuracy alone for I2A/A2I).
+``--write`` stores the picks in the models' ``guidance.json``, which
+``avbridge.tasks.default_config(task, preset="world")`` then uses.
+
+    python scripts/tune_world_guidance.py --tasks v2a,a2v --n 30 --steps 10 --write
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+GRID = {"v2a": [0.1, 0.3, 1.0], "i2a": [0.1, 0.3, 1.0], "a2v": [0.01, 0.03, 0.1],
+        "a2i": [0.01, 0.03, 0.1], "joint": [None]}
+
+
+def score(summary: dict, task: str) -> float:
+    s = summary["class_acc"][0]
+    return s + summary["sync_f1"][0] if "sync_f1" in summary else s
+
+
+def main(argv: list[str] | None = None) -> int:
+    from avbridge.registry import TASK_NEEDS, load_components, world_models_dir
+    from avbridge.world.bench import run_bench
+    from avbridge.world.evalmodels import EvalModels
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--tasks", default="v2a,a2v")
+    p.add_argument("--n", type=int, default=30, help="validation clips per setting")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--out", type=Path, default=Path("runs/tune-guidance.json"))
+    p.add_argument("--write", action="store_true", help="merge the picks into models/guidance.json")
+    args = p.parse_args(argv)
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    need = sorted({g for t in tasks for g in TASK_NEEDS[t]})
+    comps = load_components("world", need=need)
+    evalm = EvalModels.load()
+    results: dict = {}
+    picks: dict = {}
+    t0 = time.time()
+    for task in tasks:
+        results[task] = []
+        for lr in GRID[task]:
+            over = {} if lr is None else {"lr": lr}
+            r = run_bench(args.n, (task,), components=comps, evalmodels=evalm, steps=args.steps,
+                          per_clip=task in ("v2a", "a2v", "joint"), split="val", overrides=over, log=None)
+            for variant, summ in r["summary"][task].items():
+                row = {"lr": lr, "variant": variant, "summary": summ}
+                results[task].append(row)
+                fmt = "  ".join(f"{m} {v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]" for m, v in summ.items()
+                                if m in ("sync_f1", "class_acc"))
+                print(f"{task} lr={lr} {variant:16s} {fmt}  ({time.time() - t0:.0f} s)", flush=True)
+        guided = [r for r in results[task] if r["variant"] != "vanilla"]
+        best = max(guided, key=lambda r: score(r["summary"], task))
+        pick = {"per_clip": best["variant"] == "guided-per-clip"}
+        if best["lr"] is not None:
+            pick["lr"] = best["lr"]
+        pick["_val"] = {m: round(v[0], 3) for m, v in best["summary"].items() if m != "n"}
+        picks[task] = pick
+        print(f"{task}: pick {pick}", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"n": args.n, "steps": args.steps, "results": results,
+                                    "picks": picks}, indent=1) + "\n")
+    if args.write:
+        path = world_models_dir() / "guidance.json"
+        cur = json.loads(path.read_text()) if path.is_file() else {}
+        cur["_note"] = (f"chosen by scripts/tune_world_guidance.py on {args.n} validation clips, "
+                        f"{args.steps} steps; _val: the pick's validation means")
+        cur.update(picks)
+        path.write_text(json.dumps(cur, indent=1) + "\n")
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
