@@ -98,14 +98,15 @@ def bench_case(
         spec = gen.default_spec(8.0)
         cond = Condition("video", torch.rand(1, 64, 3, 224, 224, device=device), rate=8.0)
         cfg = AlignConfig(steps=30, lr=0.1, guidance_scale=2.5)
-        variants = {"guided": cfg, "guided_waveform": dataclasses.replace(cfg, audio_path="waveform")}
+        variants = {"guided": cfg, "guided_waveform": dataclasses.replace(cfg, audio_path="waveform"),
+                    "guided_bf16": dataclasses.replace(cfg, guidance_dtype="bfloat16")}
     else:
         side = 256 if case == "video256" else 512
         spec = gen.default_spec(2.0)
         spec = type(spec)(duration_s=2.0, fps=8.0, height=side, width=side)  # 16 frames
         cond = Condition("audio", torch.randn(1, 16000 * 8, device=device) * 0.1, rate=16000)
         cfg = AlignConfig(steps=25, lr=0.01, guidance_scale=7.5)
-        variants = {"guided": cfg}
+        variants = {"guided": cfg, "guided_bf16": dataclasses.replace(cfg, guidance_dtype="bfloat16")}
     stream = Stream(gen, spec, "a dog barking")
     key = stream.key
     with torch.no_grad():
@@ -155,6 +156,9 @@ def bench_case(
     if "guided_waveform_s" in out:
         out["ratio_waveform"] = out["guided_waveform_s"] / out["vanilla_s"]
         extra = f" (waveform path {out['guided_waveform_s']:.3f}s, ratio {out['ratio_waveform']:.2f})"
+    if "guided_bf16_s" in out:
+        out["ratio_bf16"] = out["guided_bf16_s"] / out["vanilla_s"]
+        extra += f" (bf16 guidance branch {out['guided_bf16_s']:.3f}s, ratio {out['ratio_bf16']:.2f})"
     print(f"[{case}] key={key} latents={tuple(z.shape)} vanilla {out['vanilla_s']:.3f}s "
           f"guided {out['guided_s']:.3f}s ratio {out['ratio']:.2f}{extra} "
           f"peak vanilla {out['vanilla_peak_mb']:.0f} MiB guided {out['guided_peak_mb']:.0f} MiB", flush=True)

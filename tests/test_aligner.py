@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -226,3 +227,35 @@ def test_audio_path_mel_skips_the_vocoder_inside_the_loop(tiny_components, path,
 def test_audio_path_validation():
     with pytest.raises(ValueError, match="audio_path"):
         AlignConfig(audio_path="spectrogram")
+
+
+def test_guidance_dtype_autocasts_the_guidance_branch_only(tiny_components, monkeypatch):
+    """bf16: decode + binder inside guided steps run under autocast, the UNet and the final
+    decode do not; its losses track the fp32 guidance run's to bf16 precision."""
+    gen, binder = tiny_components.audio, tiny_components.binder
+    seen: dict[str, list[bool]] = {"features": [], "eps": [], "decode": []}
+    features, predict_eps, decode = gen.decode_features, gen.predict_eps, gen.decode
+
+    def spy(name, fn):
+        def wrapped(*a, **k):
+            seen[name].append(torch.is_autocast_enabled("cpu")
+                              and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+            return fn(*a, **k)
+        return wrapped
+
+    monkeypatch.setattr(gen, "decode_features", spy("features", features))
+    monkeypatch.setattr(gen, "predict_eps", spy("eps", predict_eps))
+    monkeypatch.setattr(gen, "decode", spy("decode", decode))
+    torch.set_num_threads(1)
+    kw = dict(spec=MediaSpec(duration_s=1.0), condition=video_condition(), prompt="a dog", seed=0)
+    cfg = AlignConfig(steps=6, lr=0.3, window=(0.0, 1.0), guidance_dtype="bfloat16")
+    gui = align(gen, binder, config=cfg, **kw)
+    assert seen["features"] and all(seen["features"])
+    assert not any(seen["eps"]) and not any(seen["decode"])
+    assert gui.media["audio"].dtype == torch.float32
+    ref = align(gen, binder, config=replace(cfg, guidance_dtype=None), **kw)
+    assert gui.trace.step_loss[0] == pytest.approx(ref.trace.step_loss[0], rel=2e-2)
+    assert gui.trace.step_loss[0] != ref.trace.step_loss[0]  # it really ran in bf16
+    assert gui.trace.final_loss == pytest.approx(ref.trace.final_loss, rel=5e-2)
+    with pytest.raises(ValueError, match="guidance_dtype"):
+        AlignConfig(guidance_dtype="int8")

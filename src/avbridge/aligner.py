@@ -21,6 +21,7 @@ the UNet again. ``grad_through_unet`` and ``recompute_eps`` switch each back on.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -67,6 +68,11 @@ class AlignConfig:
     (no vocoder; used when the generator has ``decode_features`` and the binder
     ``embed_audio_features``, else the waveform path); ``"waveform"``: VAE -> vocoder ->
     waveform -> fbank. The final output and ``trace.final_loss`` always use the vocoder.
+    ``guidance_dtype``: run the guidance branch only (differentiable decode, binder,
+    loss and their backward) under ``torch.autocast`` in this dtype; the UNet, the sampler
+    and the final decode keep the models' dtype. The update is a sign step (Adam-sign) or
+    a small gradient step, so the gradient's low bits matter little while decode +
+    binder dominate a guided step (docs/method.md); ``None``: no autocast.
     """
 
     steps: int = 30
@@ -83,8 +89,13 @@ class AlignConfig:
     recompute_eps: bool = False
     frame_subset: bool = True
     audio_path: Literal["mel", "waveform"] = "mel"
+    guidance_dtype: Literal["bfloat16", "float16"] | None = None
 
     def __post_init__(self) -> None:
+        if self.guidance_dtype not in (None, "bfloat16", "float16"):
+            raise ValueError(
+                f"guidance_dtype must be None, 'bfloat16' or 'float16', got {self.guidance_dtype!r}"
+            )
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if self.inner_steps < 1:
@@ -245,6 +256,13 @@ def _embed_for_binder(
     return embed(gen.modality, media, _media_rate(stream))
 
 
+def _autocast(device: torch.device, dtype: str | None) -> Any:
+    """``torch.autocast`` in ``dtype`` on ``device``, or a no-op context for ``None``."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=getattr(torch, dtype))
+
+
 class _State:
     """Per-stream mutable state of the loop."""
 
@@ -396,8 +414,10 @@ def _guided_step(
                         eps_now[k] = gen.predict_eps(st.z.detach(), t, st.cond, scale)
                 eps = eps_now[k]
             x0 = gen.predict_x0(st.z, eps, t)
-            embs[key] = _embed_for_binder(st.stream, x0, binder, config, embed)
-        out: LossOutput = loss_fn(embs, generated=[st.stream.key for st in states])
+            with _autocast(st.z.device, config.guidance_dtype):
+                embs[key] = _embed_for_binder(st.stream, x0, binder, config, embed)
+        with _autocast(states[0].z.device, config.guidance_dtype):
+            out: LossOutput = loss_fn(embs, generated=[st.stream.key for st in states])
         out.total.sum().backward()
         opt.step()
         losses.append(float(out.total.detach().mean()))
