@@ -245,6 +245,13 @@ def _add_sampling_options(p: argparse.ArgumentParser, *, takes_prompt: bool = Tr
         "task's)",
     )
     a.add_argument(
+        "--guidance-dtype",
+        choices=("bfloat16", "float16"),
+        help="run only the guidance branch (decode, binder, their backward) under autocast in this "
+        "dtype: faster where the hardware has it (bf16 on recent CPUs, fp16/bf16 on GPUs); the "
+        "UNet and the output stay in the models' dtype (default: off)",
+    )
+    a.add_argument(
         "--per-clip",
         action="store_true",
         help="compare binder embeddings clip by clip (keeps timing) instead of pooled over the clip",
@@ -405,6 +412,7 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "inner_steps": "inner_steps",
         "update": "update",
         "audio_path": "audio_path",
+        "guidance_dtype": "guidance_dtype",
     }
     for arg, field in pairs.items():
         v = getattr(args, arg, None)
