@@ -167,7 +167,7 @@ def test_killed_run_resumes_without_loss_or_rework(tmp_path, clips):
     out = tmp_path / "out"
     cmd = _cli(clips, out)
     proc = subprocess.Popen(
-        cmd, env=_env(AVBRIDGE_FAKE_DELAY="0.6"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        cmd, env=_env(AVBRIDGE_FAKE_DELAY="1.5"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -306,7 +306,7 @@ def test_ctrl_c_stops_cleanly_and_resumes(tmp_path, clips):
     out = tmp_path / "out"
     cmd = _cli(clips, out)
     proc = subprocess.Popen(
-        cmd, env=_env(AVBRIDGE_FAKE_DELAY="0.6"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        cmd, env=_env(AVBRIDGE_FAKE_DELAY="1.5"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     deadline = time.time() + 120
     while time.time() < deadline and not any(r["status"] == "done" for r in _records(out)):
