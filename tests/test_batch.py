@@ -305,8 +305,11 @@ def test_thirty_second_input_in_windows(tmp_path, task):
 def test_ctrl_c_stops_cleanly_and_resumes(tmp_path, clips):
     out = tmp_path / "out"
     cmd = _cli(clips, out)
+    # A test run started in the background (`cmd &`, nohup) hands SIGINT down as ignored;
+    # give the child the default disposition so that it sees Ctrl-C as a terminal would.
     proc = subprocess.Popen(
-        cmd, env=_env(AVBRIDGE_FAKE_DELAY="1.5"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        cmd, env=_env(AVBRIDGE_FAKE_DELAY="1.5"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 120
     while time.time() < deadline and not any(r["status"] == "done" for r in _records(out)):
