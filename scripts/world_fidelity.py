@@ -21,7 +21,7 @@ from avbridge import tasks as T
 from avbridge.generators.animatediff import AnimateDiffGenerator
 from avbridge.generators.audioldm import AudioLDMGenerator, mel_spectrogram
 from avbridge.media import Audio, Video
-from avbridge.registry import _world_format, load_binder, world_models_dir
+from avbridge.registry import load_binder, world_format, world_models_dir
 from avbridge.world.evalmodels import EvalModels
 from avbridge.world.scene import render_clip, split_seeds
 
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     binder = load_binder(None, "world", device="cpu", dtype=torch.float32)
     agen = AudioLDMGenerator.from_pretrained(args.models / "audioldm", device="cpu", dtype=torch.float32)
     vgen = None if args.skip_video else AnimateDiffGenerator.from_pretrained(
-        args.models / "animatediff", device="cpu", dtype=torch.float32, **_world_format())
+        args.models / "animatediff", device="cpu", dtype=torch.float32, **world_format())
     comps = T.Components(binder=binder, audio=agen, video=vgen)
     acc: dict[str, list[bool]] = {}
     for s in split_seeds("val", args.n):

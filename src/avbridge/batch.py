@@ -449,12 +449,13 @@ def _native_window(components: Any, output_kind: str) -> float | None:
 def _task_config(tasks_mod: Any, settings: BatchSettings) -> Any:
     default = getattr(tasks_mod, "default_config", None)
     if callable(default):
-        # The preset's tuned settings apply only when every model is the preset's.
-        preset = None if any(settings.models.values()) else settings.preset
-        try:
-            cfg = default(settings.task, preset=preset)
-        except TypeError:  # a task module whose default_config takes no preset
-            cfg = default(settings.task)
+        from avbridge.registry import guidance_preset
+
+        kw = {}
+        if "preset" in inspect.signature(default).parameters:  # task modules may not take it
+            own = ("audio_model", "video_model", "image_model", "binder")
+            kw["preset"] = guidance_preset(settings.preset, *(settings.models.get(k) for k in own))
+        cfg = default(settings.task, **kw)
         return cfg if settings.steps is None else dataclasses.replace(cfg, steps=settings.steps)
     if settings.steps is None:
         return None

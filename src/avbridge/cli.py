@@ -439,8 +439,10 @@ def make_config(task: str, overrides: dict[str, Any], preset: str | None = None)
 
 def config_preset(args: argparse.Namespace) -> str | None:
     """The preset whose tuned guidance settings apply: only when every model is the preset's."""
+    from avbridge.registry import guidance_preset
+
     own = ("audio_model", "video_model", "image_model", "binder")
-    return None if any(getattr(args, k, None) for k in own) else getattr(args, "preset", None)
+    return guidance_preset(getattr(args, "preset", None), *(getattr(args, k, None) for k in own))
 
 
 class ProgressBar:

@@ -212,7 +212,7 @@ def _require_world(sub: str) -> Path:
     return d
 
 
-def _world_format() -> dict[str, Any]:
+def world_format() -> dict[str, Any]:
     """The world's picture format (32x32 at 8 fps, 4-s clips), stated explicitly: the shipped
     model_index.json may not carry it, and the adapter's fallback is SD's 512x512."""
     from avbridge.world.scene import WORLD
@@ -262,7 +262,7 @@ def load_video(
                 device=device,
                 dtype=dtype,
                 modality=modality,
-                **_world_format(),
+                **world_format(),
             )
         base = resolve_hub(PAPER_VIDEO_BASE)
         adapter = resolve_hub(PAPER_MOTION_ADAPTER) if modality == "video" else None
@@ -441,6 +441,12 @@ def load_components(
         audio_captioner=audio_cap,
         visual_captioner=visual_cap,
     )
+
+
+def guidance_preset(preset: str | None, *sources: str | None) -> str | None:
+    """The preset whose tuned guidance settings apply (``tasks.default_config(task, preset)``):
+    ``preset`` when no generator or binder comes from elsewhere, else ``None`` (the paper's)."""
+    return None if any(s is not None for s in sources) else preset
 
 
 def preset_note(preset: str, *sources: str | None) -> str | None:

@@ -149,9 +149,10 @@ def _runner(task: str) -> Callable[..., Any]:
     return {"v2a": v2a, "i2a": i2a, "a2v": a2v, "a2i": a2i, "joint": joint}[task]
 
 
-def variants(per_clip: bool) -> list[tuple[str, bool, bool]]:
+def variants(per_clip: bool, vanilla: bool = True) -> list[tuple[str, bool, bool]]:
     """(name, guided, per_clip) of each run: vanilla, guided, and optionally guided per-clip."""
-    out = [("vanilla", False, False), ("guided", True, False)]
+    out = [("vanilla", False, False)] if vanilla else []
+    out.append(("guided", True, False))
     if per_clip:
         out.append(("guided-per-clip", True, True))
     return out
@@ -170,6 +171,7 @@ def run_bench(
     start: int = 0,
     split: str = "test",
     overrides: dict[str, Any] | None = None,
+    vanilla: bool = True,
     log: Callable[[str], None] | None = print,
 ) -> dict[str, Any]:
     """Run the bench; returns ``{"config", "summary": {task: {variant: {metric: [mean, lo, hi]}}},
@@ -177,7 +179,8 @@ def run_bench(
 
     ``split`` is ``"test"`` for reported figures; ``"val"`` is for choosing settings
     (``scripts/tune_world_guidance.py``), so the test clips never steer a choice.
-    ``overrides`` replaces AlignConfig fields of every guided variant's task default.
+    ``overrides`` replaces AlignConfig fields of every guided variant's task default;
+    ``vanilla=False`` skips the vanilla runs (a settings sweep needs them once).
     """
     from avbridge.tasks import default_config, with_steps
     from avbridge.world.evalmodels import EvalModels
@@ -207,7 +210,7 @@ def run_bench(
             base = replace(base, **overrides)
         for i, s in enumerate(seeds):
             clip = render_clip(s)
-            for name, guided, pc in variants(per_clip):
+            for name, guided, pc in variants(per_clip, vanilla):
                 cfg = replace(base, per_clip=pc)
                 t1 = time.time()
                 res = run(clip, components, guided=guided, seed=seed + i, config=cfg)
@@ -224,7 +227,7 @@ def run_bench(
     summary: dict[str, Any] = {}
     for task in tasks:
         summary[task] = {}
-        for name, _, _ in variants(per_clip):
+        for name, _, _ in variants(per_clip, vanilla):
             sel = [r for r in rows if r["task"] == task and r["variant"] == name]
             summary[task][name] = {
                 m: list(bootstrap_ci([r[m] for r in sel if r.get(m) is not None]))
