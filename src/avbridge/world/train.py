@@ -170,7 +170,7 @@ def stage_audio_vae(args) -> dict:
     mels = _mels(clips, dev).unsqueeze(1)  # (N, 1, 400, 64)
     vae = audio_vae_model().to(dev).train()
     opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0)
-    loop = Loop(args.work, {"vae": vae}, opt, args.steps, args.minutes, args.ckpt_every)
+    loop = Loop.from_args(args, {"vae": vae}, opt)
     if args.resume:
         loop.resume()
     crop = 64
@@ -245,8 +245,7 @@ def stage_vocoder(args) -> dict:
     ch = _channels(args)
     voc = vocoder_model(ch[0][0] if ch else 64, wide=args.wide).to(dev).train()
     opt = torch.optim.AdamW(voc.parameters(), lr=args.lr, betas=(0.8, 0.99))
-    loop = Loop(args.work, {"vocoder": voc}, opt, args.steps, args.minutes, args.ckpt_every,
-                cosine=args.cosine)
+    loop = Loop.from_args(args, {"vocoder": voc}, opt)
     if args.resume:
         loop.resume()
     seg = 32  # mel frames per training segment (0.32 s)
@@ -348,7 +347,7 @@ def stage_audio_text(args) -> dict:
     labels = torch.nn.Embedding(len(combos), text.config.projection_dim).to(dev)
     scale = torch.nn.Parameter(torch.tensor(math.log(10.0), device=dev))
     opt = torch.optim.AdamW([*text.parameters(), *labels.parameters(), scale], lr=args.lr)
-    loop = Loop(args.work, {"text": text, "labels": labels}, opt, args.steps, args.minutes, args.ckpt_every)
+    loop = Loop.from_args(args, {"text": text, "labels": labels}, opt)
     if args.resume:
         loop.resume()
     rng = random.Random(args.seed)
@@ -427,7 +426,7 @@ def stage_audio_unet(args) -> dict:
     noise_sched = DDPMScheduler(num_train_timesteps=1000, clip_sample=False, **AUDIO_BETAS)
     abar = noise_sched.alphas_cumprod.to(dev)
     opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.01)
-    loop = Loop(args.work, {"unet": unet}, opt, args.steps, args.minutes, args.ckpt_every, emas={"unet": ema})
+    loop = Loop.from_args(args, {"unet": unet}, opt, emas={"unet": ema})
     if args.resume:
         loop.resume()
     rng = random.Random(args.seed)
@@ -479,7 +478,7 @@ def stage_video_vae(args) -> dict:
     frames = clips.video.flatten(0, 1).to(dev)  # (N*T, H, W, 3) uint8
     vae = video_vae_model().to(dev).train()
     opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0)
-    loop = Loop(args.work, {"vae": vae}, opt, args.steps, args.minutes, args.ckpt_every)
+    loop = Loop.from_args(args, {"vae": vae}, opt)
     if args.resume:
         loop.resume()
     while loop.running():
@@ -562,8 +561,7 @@ def stage_video_unet(args) -> dict:
     noise_sched = DDPMScheduler(num_train_timesteps=1000, clip_sample=False, **VIDEO_BETAS)
     abar = noise_sched.alphas_cumprod.to(dev)
     opt = torch.optim.AdamW([*unet.parameters(), *text.parameters()], lr=args.lr, weight_decay=0.01)
-    loop = Loop(args.work, {"unet": unet, "text": text}, opt, args.steps, args.minutes, args.ckpt_every,
-                emas={"unet": ema_u, "text": ema_t})
+    loop = Loop.from_args(args, {"unet": unet, "text": text}, opt, emas={"unet": ema_u, "text": ema_t})
     if args.resume:
         loop.resume()
     rng = random.Random(args.seed)

@@ -72,7 +72,7 @@ def stage_binder(args) -> dict:
     binder.model.requires_grad_(True)
     log_scale = torch.nn.Parameter(torch.tensor(math.log(14.0), device=dev))
     opt = torch.optim.AdamW([*binder.model.parameters(), log_scale], lr=args.lr, weight_decay=0.05)
-    loop = Loop(args.work, {"binder": binder.model}, opt, args.steps, args.minutes, args.ckpt_every)
+    loop = Loop.from_args(args, {"binder": binder.model}, opt)
     if args.resume:
         loop.resume()
     rng = random.Random(args.seed)

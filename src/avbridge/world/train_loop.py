@@ -81,6 +81,14 @@ class Loop:
         self.acc: dict[str, list[float]] = {}
         self.last_losses: dict[str, float] = {}
 
+    @classmethod
+    def from_args(
+        cls, args, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer, **kw
+    ) -> Loop:
+        """A stage's loop from its parsed options (work dir, steps, minutes, checkpoints, --cosine)."""
+        return cls(args.work, modules, optimizer, args.steps, args.minutes, args.ckpt_every,
+                   cosine=bool(getattr(args, "cosine", False)), **kw)
+
     @property
     def ckpt_path(self) -> Path:
         return self.work_dir / "checkpoint.pt"
