@@ -13,6 +13,7 @@ setting with the highest ``sync_f1 + class_acc`` (class accuracy alone for I2A/A
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import sys
 import time
@@ -72,11 +73,18 @@ def main(argv: list[str] | None = None) -> int:
                                     "picks": picks}, indent=1) + "\n")
     if args.write:
         path = world_models_dir() / "guidance.json"
-        cur = json.loads(path.read_text()) if path.is_file() else {}
-        cur["_note"] = (f"chosen by scripts/tune_world_guidance.py on {args.n} validation clips, "
-                        f"{args.steps} steps; _val: the pick's validation means")
-        cur.update(picks)
-        path.write_text(json.dumps(cur, indent=1) + "\n")
+        with open(args.out.parent / "guidance.lock", "w") as lock:  # other tasks' tunings may run beside
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            cur = json.loads(path.read_text()) if path.is_file() else {}
+            cur["_note"] = ("chosen by scripts/tune_world_guidance.py on validation clips (never the "
+                            "test clips the bench reports on); _val: the pick's validation means over "
+                            "_val_n clips at _steps denoising steps; other fields are the paper's "
+                            "(avbridge.tasks.default_config)")
+            for task, pick in picks.items():
+                cur[task] = {**pick, "_val_n": args.n, "_steps": args.steps}
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(cur, indent=1) + "\n")
+            tmp.replace(path)
         print(f"wrote {path}")
     return 0
 
