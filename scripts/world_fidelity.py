@@ -6,7 +6,7 @@ from the full caption and from the class word. Video: the real frames; the VAE r
 trip; text-to-video samples (no guidance). Shows which stage bounds the bench's class
 accuracy.
 
-    python scripts/world_fidelity.py [--models DIR] [--n 30] [--steps 10] [--skip-video]
+    python scripts/world_fidelity.py [--models DIR] [--n 30] [--steps 10] [--skip-video | --skip-audio]
 """
 
 from __future__ import annotations
@@ -54,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", type=Path, default=world_models_dir())
     p.add_argument("--n", type=int, default=30)
     p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--skip-video", action="store_true")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--skip-video", action="store_true")
+    g.add_argument("--skip-audio", action="store_true")
     args = p.parse_args(argv)
     ev = EvalModels.load()
     binder = load_binder(None, "world", device="cpu", dtype=torch.float32)
@@ -65,13 +67,16 @@ def main(argv: list[str] | None = None) -> int:
     acc: dict[str, list[bool]] = {}
     for s in split_seeds("val", args.n):
         clip = render_clip(s)
-        outs: dict[str, Audio | Video] = {f"audio {k}": v for k, v in audio_rows(agen, clip).items()}
+        outs: dict[str, Audio | Video] = {}
+        if not args.skip_audio:
+            outs.update({f"audio {k}": v for k, v in audio_rows(agen, clip).items()})
         if vgen is not None:
             outs.update({f"video {k}": v for k, v in video_rows(vgen, clip).items()})
         for name, prompt in (("full caption", clip.caption), ("class word", clip.truth["class"])):
-            cfg = T.with_steps(T.default_config("v2a"), args.steps)
-            outs[f"audio sample ({name})"] = T.v2a(clip.video, comps, prompt=prompt, guided=False,
-                                                   config=cfg).media
+            if not args.skip_audio:
+                cfg = T.with_steps(T.default_config("v2a"), args.steps)
+                outs[f"audio sample ({name})"] = T.v2a(clip.video, comps, prompt=prompt, guided=False,
+                                                       config=cfg).media
             if vgen is not None:
                 cfg = T.with_steps(T.default_config("a2v"), args.steps)
                 outs[f"video sample ({name})"] = T.a2v(clip.audio, comps, prompt=prompt, guided=False,
