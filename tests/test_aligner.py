@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from avbridge.aligner import AlignConfig, Condition, align, align_joint
+from avbridge.errors import AvbridgeError
 from avbridge.generators.base import MediaSpec
 from conftest import FakeBinder, FakeGenerator
 
@@ -259,3 +260,10 @@ def test_guidance_dtype_autocasts_the_guidance_branch_only(tiny_components, monk
     assert gui.trace.final_loss == pytest.approx(ref.trace.final_loss, rel=5e-2)
     with pytest.raises(ValueError, match="guidance_dtype"):
         AlignConfig(guidance_dtype="int8")
+
+
+def test_diverged_guidance_is_a_clear_error_not_nan_media():
+    gen, binder = FakeGenerator("audio", seed=1), FakeBinder()
+    with pytest.raises(AvbridgeError, match="guidance diverged.*lower the latent learning rate"):
+        v2a(gen, binder, update="grad", lr=float("inf"))
+    assert torch.isfinite(v2a(gen, binder, update="grad", lr=2.0).media["audio"]).all()

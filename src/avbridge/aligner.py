@@ -32,6 +32,7 @@ import torch
 
 from avbridge.binders.base import Binder, Embedding
 from avbridge.binders.preprocess import video_clip_indices
+from avbridge.errors import AvbridgeError
 from avbridge.generators.base import Generator, MediaSpec, PromptCond
 from avbridge.losses import AlignLoss, LossOutput, LossWeights
 
@@ -359,6 +360,11 @@ def run_streams(
     with torch.no_grad():
         for st in states:
             s = st.stream
+            if guided and not bool(torch.isfinite(st.z).all()):
+                raise AvbridgeError(
+                    f"guidance diverged: the {s.key} latents are not finite after {n_steps} steps; "
+                    f"lower the latent learning rate (lr={_per(config.lr, s.key):g}, update={config.update})"
+                )
             out = s.generator.decode(st.z, s.spec)
             latents[s.key], media[s.key] = st.z.detach(), out.detach()
             embs[s.key] = embed(s.generator.modality, out, _media_rate(s))
