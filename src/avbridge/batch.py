@@ -453,8 +453,7 @@ def _task_config(tasks_mod: Any, settings: BatchSettings) -> Any:
 
         kw = {}
         if "preset" in inspect.signature(default).parameters:  # task modules may not take it
-            own = ("audio_model", "video_model", "image_model", "binder")
-            kw["preset"] = guidance_preset(settings.preset, *(settings.models.get(k) for k in own))
+            kw["preset"] = guidance_preset(settings.preset, settings.models)
         cfg = default(settings.task, **kw)
         return cfg if settings.steps is None else dataclasses.replace(cfg, steps=settings.steps)
     if settings.steps is None:

@@ -441,8 +441,7 @@ def config_preset(args: argparse.Namespace) -> str | None:
     """The preset whose tuned guidance settings apply: only when every model is the preset's."""
     from avbridge.registry import guidance_preset
 
-    own = ("audio_model", "video_model", "image_model", "binder")
-    return guidance_preset(getattr(args, "preset", None), *(getattr(args, k, None) for k in own))
+    return guidance_preset(getattr(args, "preset", None), vars(args))
 
 
 class ProgressBar:

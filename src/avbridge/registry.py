@@ -22,6 +22,7 @@ import json
 import os
 import re
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -443,10 +444,14 @@ def load_components(
     )
 
 
-def guidance_preset(preset: str | None, *sources: str | None) -> str | None:
+#: The options that take a generator or binder from elsewhere than the preset.
+MODEL_OPTIONS = ("audio_model", "video_model", "image_model", "binder")
+
+
+def guidance_preset(preset: str | None, options: Mapping[str, Any]) -> str | None:
     """The preset whose tuned guidance settings apply (``tasks.default_config(task, preset)``):
-    ``preset`` when no generator or binder comes from elsewhere, else ``None`` (the paper's)."""
-    return None if any(s is not None for s in sources) else preset
+    ``preset`` when none of ``options``' :data:`MODEL_OPTIONS` is set, else ``None`` (the paper's)."""
+    return None if any(options.get(k) is not None for k in MODEL_OPTIONS) else preset
 
 
 def preset_note(preset: str, *sources: str | None) -> str | None:

@@ -171,8 +171,6 @@ def stage_audio_vae(args) -> dict:
     vae = audio_vae_model().to(dev).train()
     opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0)
     loop = Loop.from_args(args, {"vae": vae}, opt)
-    if args.resume:
-        loop.resume()
     crop = 64
     while loop.running():
         idx = torch.randint(0, len(mels), (args.batch,), device=dev)
@@ -246,8 +244,6 @@ def stage_vocoder(args) -> dict:
     voc = vocoder_model(ch[0][0] if ch else 64, wide=args.wide).to(dev).train()
     opt = torch.optim.AdamW(voc.parameters(), lr=args.lr, betas=(0.8, 0.99))
     loop = Loop.from_args(args, {"vocoder": voc}, opt)
-    if args.resume:
-        loop.resume()
     seg = 32  # mel frames per training segment (0.32 s)
     hop = 160
     # Prefer segments with sound: silent stretches teach nothing. Frame energy in log-mel.
@@ -348,8 +344,6 @@ def stage_audio_text(args) -> dict:
     scale = torch.nn.Parameter(torch.tensor(math.log(10.0), device=dev))
     opt = torch.optim.AdamW([*text.parameters(), *labels.parameters(), scale], lr=args.lr)
     loop = Loop.from_args(args, {"text": text, "labels": labels}, opt)
-    if args.resume:
-        loop.resume()
     rng = random.Random(args.seed)
     while loop.running():
         idx = [rng.randrange(len(combos)) for _ in range(args.batch)]
@@ -427,8 +421,6 @@ def stage_audio_unet(args) -> dict:
     abar = noise_sched.alphas_cumprod.to(dev)
     opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.01)
     loop = Loop.from_args(args, {"unet": unet}, opt, emas={"unet": ema})
-    if args.resume:
-        loop.resume()
     rng = random.Random(args.seed)
     while loop.running():
         idx = torch.randint(0, len(mu), (args.batch,), device=dev)
@@ -479,8 +471,6 @@ def stage_video_vae(args) -> dict:
     vae = video_vae_model().to(dev).train()
     opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0)
     loop = Loop.from_args(args, {"vae": vae}, opt)
-    if args.resume:
-        loop.resume()
     while loop.running():
         x = _frames01(frames[torch.randint(0, len(frames), (args.batch,), device=dev)])
         post = vae.encode(x).latent_dist
@@ -562,8 +552,6 @@ def stage_video_unet(args) -> dict:
     abar = noise_sched.alphas_cumprod.to(dev)
     opt = torch.optim.AdamW([*unet.parameters(), *text.parameters()], lr=args.lr, weight_decay=0.01)
     loop = Loop.from_args(args, {"unet": unet, "text": text}, opt, emas={"unet": ema_u, "text": ema_t})
-    if args.resume:
-        loop.resume()
     rng = random.Random(args.seed)
     while loop.running():
         idx = torch.randint(0, n, (args.batch,), device=dev)

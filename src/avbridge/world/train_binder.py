@@ -73,8 +73,6 @@ def stage_binder(args) -> dict:
     log_scale = torch.nn.Parameter(torch.tensor(math.log(14.0), device=dev))
     opt = torch.optim.AdamW([*binder.model.parameters(), log_scale], lr=args.lr, weight_decay=0.05)
     loop = Loop.from_args(args, {"binder": binder.model}, opt)
-    if args.resume:
-        loop.resume()
     rng = random.Random(args.seed)
     spf = WORLD.samples_per_frame
     while loop.running():

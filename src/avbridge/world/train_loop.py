@@ -85,9 +85,13 @@ class Loop:
     def from_args(
         cls, args, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer, **kw
     ) -> Loop:
-        """A stage's loop from its parsed options (work dir, steps, minutes, checkpoints, --cosine)."""
-        return cls(args.work, modules, optimizer, args.steps, args.minutes, args.ckpt_every,
+        """A stage's loop from its parsed options (work dir, steps, minutes, checkpoints,
+        --cosine), resumed from the stage's checkpoint when --resume is given."""
+        loop = cls(args.work, modules, optimizer, args.steps, args.minutes, args.ckpt_every,
                    cosine=bool(getattr(args, "cosine", False)), **kw)
+        if getattr(args, "resume", False):
+            loop.resume()
+        return loop
 
     @property
     def ckpt_path(self) -> Path:
