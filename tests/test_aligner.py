@@ -28,10 +28,10 @@ def v2a(gen, binder, *, guided=True, seed=0, **kw):
                  config=cfg, seed=seed, guided=guided)
 
 
-@pytest.mark.parametrize("update", ["adam-sign", "grad"])
+@pytest.mark.parametrize("update", ["adam-sign", "grad", "norm-grad"])
 def test_guidance_lowers_final_loss_over_seeds(update):
     gen, binder = FakeGenerator("audio", seed=1), FakeBinder()
-    lr = 0.1 if update == "adam-sign" else 2.0
+    lr = 2.0 if update == "grad" else 0.1
     for seed in range(4):
         van = v2a(gen, binder, guided=False, seed=seed)
         gui = v2a(gen, binder, guided=True, seed=seed, update=update, lr=lr)
@@ -86,9 +86,10 @@ def test_no_update_outside_window(fake_binder):
     assert not torch.equal(g[5], v[5])
 
 
-@pytest.mark.parametrize("update", ["grad", "adam-sign"])
+@pytest.mark.parametrize("update", ["grad", "adam-sign", "norm-grad"])
 def test_update_rule_and_eps_constant_gradient(fake_binder, update):
-    """z moves by -lr * grad_x0 / sqrt(abar) (plain) or by ~lr * sign (fresh Adam)."""
+    """z moves by -lr * grad_x0 / sqrt(abar) (plain), that scaled to unit RMS per sample
+    (norm-grad) or by ~lr * sign (fresh Adam)."""
     gen = FakeGenerator("audio", seed=1)
     seen: list[tuple[torch.Tensor, torch.Tensor, float]] = []
     grads: list[torch.Tensor] = []
@@ -111,6 +112,10 @@ def test_update_rule_and_eps_constant_gradient(fake_binder, update):
     delta = z1 - z0
     if update == "grad":
         assert torch.allclose(delta, -lr * g, atol=1e-6)
+    elif update == "norm-grad":
+        rms = g.pow(2).mean(dim=tuple(range(1, g.dim())), keepdim=True).sqrt()
+        assert torch.allclose(delta, -lr * g / rms, atol=1e-5)
+        assert torch.allclose(delta.pow(2).mean().sqrt(), torch.tensor(lr), rtol=1e-4)
     else:
         mask = g.abs() > 1e-6
         assert torch.allclose(delta[mask], -lr * torch.sign(g[mask]), atol=1e-3)

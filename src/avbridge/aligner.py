@@ -38,6 +38,7 @@ from avbridge.losses import AlignLoss, LossOutput, LossWeights
 
 ProgressFn = Callable[[int, int, dict[str, Any]], None]
 PerModality = float | Mapping[str, float]
+UPDATES = ("adam-sign", "grad", "norm-grad")
 
 
 def _per(value: PerModality, key: str) -> float:
@@ -62,7 +63,9 @@ class AlignConfig:
     6..29, i.e. all but the first 20% (the authors' V2A code).
     ``update="adam-sign"``: a fresh Adam per denoising step over ``inner_steps``
     iterations (the authors' code; its first move is ``lr * sign(grad)``);
-    ``"grad"``: ``z <- z - lr * grad``.
+    ``"grad"``: ``z <- z - lr * grad``; ``"norm-grad"``: ``z <- z - lr * grad / rms(grad)``
+    (per sample: the same overall step as a sign step, spread as the gradient is, so the
+    elements the loss barely depends on barely move).
     ``frame_subset``: for video, decode only the frames the binder's clips sample.
     ``audio_path``: how generated audio reaches the binder *inside the loop*. ``"mel"``
     (default): the generator's decoded log-mel is mapped straight to the binder's fbank
@@ -80,7 +83,7 @@ class AlignConfig:
     guidance_scale: PerModality = 2.5
     negative_prompt: str | None = None
     lr: PerModality = 0.1
-    update: Literal["adam-sign", "grad"] = "adam-sign"
+    update: Literal["adam-sign", "grad", "norm-grad"] = "adam-sign"
     inner_steps: int = 1
     window: tuple[float, float] = (0.2, 1.0)
     prompt_lr: PerModality = 0.0
@@ -103,8 +106,8 @@ class AlignConfig:
             raise ValueError(f"inner_steps must be >= 1, got {self.inner_steps}")
         if self.audio_path not in ("mel", "waveform"):
             raise ValueError(f"audio_path must be 'mel' or 'waveform', got {self.audio_path!r}")
-        if self.update not in ("adam-sign", "grad"):
-            raise ValueError(f"update must be 'adam-sign' or 'grad', got {self.update!r}")
+        if self.update not in UPDATES:
+            raise ValueError(f"update must be one of {', '.join(UPDATES)}, got {self.update!r}")
         start, stop = self.window
         if not 0.0 <= start <= stop <= 1.0:
             raise ValueError(f"window must satisfy 0 <= start <= stop <= 1, got {self.window}")
@@ -377,6 +380,16 @@ def run_streams(
     return AlignResult(latents=latents, media=media, prompt_embeds=prompts, trace=trace)
 
 
+def _normalise_grads(groups: list[dict[str, Any]]) -> None:
+    """Divide each parameter's gradient by its per-sample RMS (batch is dim 0)."""
+    for g in groups:
+        for p in g["params"]:
+            if p.grad is not None:
+                dims = tuple(range(1, p.grad.dim()))
+                rms = p.grad.pow(2).mean(dim=dims, keepdim=True).sqrt() if dims else p.grad.abs()
+                p.grad.div_(rms.clamp_min(1e-12))
+
+
 def _guided_step(
     states: list[_State],
     i: int,
@@ -425,6 +438,8 @@ def _guided_step(
         with _autocast(states[0].z.device, config.guidance_dtype):
             out: LossOutput = loss_fn(embs, generated=[st.stream.key for st in states])
         out.total.sum().backward()
+        if config.update == "norm-grad":
+            _normalise_grads(groups)
         opt.step()
         losses.append(float(out.total.detach().mean()))
 

@@ -233,9 +233,10 @@ def _add_sampling_options(p: argparse.ArgumentParser, *, takes_prompt: bool = Tr
     )
     a.add_argument(
         "--update",
-        choices=("adam-sign", "grad"),
+        choices=("adam-sign", "grad", "norm-grad"),
         help="latent update rule: 'adam-sign' = a fresh Adam per step as in the authors' code; "
-        "'grad' = plain gradient step (default: the task's)",
+        "'grad' = plain gradient step; 'norm-grad' = gradient step scaled to the gradient's "
+        "RMS (default: the task's)",
     )
     a.add_argument(
         "--audio-path",

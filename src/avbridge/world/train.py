@@ -92,7 +92,10 @@ def _finish(args, loop: Loop, stage: str, extra: dict | None = None) -> dict:
         f"--clips {args.clips} --batch {args.batch} --lr {args.lr} --seed {args.seed}"
         + (f" --channels {args.channels}" if getattr(args, "channels", "") else "")
         + (" --wide" if getattr(args, "wide", False) else "")
-        + (" --cosine" if getattr(args, "cosine", False) else ""),
+        + (" --cosine" if getattr(args, "cosine", False) else "")
+        + (f" --init {args.init}" if getattr(args, "init", None) else "")
+        + (f" --adv-steps {args.adv_steps} --adv-eps {args.adv_eps}"
+           if getattr(args, "adv_steps", 0) else ""),
     }
     info.update(extra or {})
     _summary(args.models, stage, info)
@@ -622,6 +625,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "first width, e.g. 128 (default: the model's)")
     p.add_argument("--wide", action="store_true", help="vocoder: HiFi-GAN V1 residual stacks (3/7/11)")
     p.add_argument("--cosine", action="store_true", help="cosine learning-rate decay over the budget")
+    p.add_argument("--init", type=Path, default=None, help="binder: start from this trained binder folder")
+    p.add_argument("--adv-steps", type=int, default=0,
+                   help="binder: signed-gradient steps of the adversarial video-audio negatives (0: none)")
+    p.add_argument("--adv-eps", type=float, default=0.15,
+                   help="binder: audio input budget of those negatives (video: twice this)")
     return p
 
 

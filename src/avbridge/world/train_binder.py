@@ -9,6 +9,14 @@ embeddings can carry its timing. Losses (InfoNCE, learnable temperature):
   negatives) plus hard negatives: the same clip's audio shifted by 1-3 video frames;
 - video-text and audio-text on pooled embeddings, with every caption that the clip
   satisfies counted as a positive (short captions such as "a ball" match many clips).
+
+With ``--adv-steps K`` the video-audio term also gets adversarial negatives, as guidance
+would make them: the shifted audio pushed by K signed-gradient steps (within +-``--adv-eps``
+in the model's normalised input) towards the video window's embedding, and likewise the
+video shifted by 1-3 frames pushed towards the audio window's. A binder that must rank
+these below the true pair cannot be satisfied by small input changes, only by the events
+themselves (guidance otherwise finds such changes: docs/world.md). ``--init DIR`` starts
+from a trained binder (fine-tuning) instead of random weights.
 """
 
 from __future__ import annotations
@@ -34,13 +42,32 @@ def binder_config() -> ImageBindConfig:
     return ImageBindConfig.preset("tiny-32")
 
 
-def _info_nce(q: torch.Tensor, k: torch.Tensor, scale: torch.Tensor, extra_k: torch.Tensor | None = None):
-    """Row i of q matches row i of k; extra_k rows are negatives only (q -> k direction)."""
+def _info_nce(
+    q: torch.Tensor, k: torch.Tensor, scale: torch.Tensor,
+    extra_k: torch.Tensor | None = None, extra_q: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Row i of q matches row i of k; extra_k rows are negatives for the q -> k direction
+    only, extra_q rows for k -> q."""
     keys = k if extra_k is None else torch.cat([k, extra_k])
+    queries = q if extra_q is None else torch.cat([q, extra_q])
     target = torch.arange(len(q), device=q.device)
     a = F.cross_entropy(scale * q @ keys.t(), target)
-    b = F.cross_entropy(scale * k @ q.t(), target)
+    b = F.cross_entropy(scale * k @ queries.t(), target)
     return (a + b) / 2
+
+
+def adversarial_inputs(
+    binder: ImageBindBinder, modality: str, x: torch.Tensor, target: torch.Tensor, eps: float, steps: int
+) -> torch.Tensor:
+    """Model inputs ``x`` (N, ...) moved by ``steps`` signed-gradient steps, within +-``eps``,
+    to raise their embedding's cosine with the unit rows of ``target`` (N, D)."""
+    target = target.detach()
+    delta = torch.zeros_like(x, requires_grad=True)
+    for _ in range(steps):
+        e = F.normalize(binder.model.embed(modality, x + delta), dim=-1)
+        (g,) = torch.autograd.grad((e * target).sum(), delta)
+        delta = (delta + 2.5 * eps / steps * g.sign()).clamp(-eps, eps).detach().requires_grad_(True)
+    return (x + delta).detach()
 
 
 @torch.no_grad()
@@ -68,7 +95,14 @@ def stage_binder(args) -> dict:
     clips = load_clips("train", args.clips)
     video = clips.video.movedim(-1, 2).contiguous()  # (N, T, 3, H, W) uint8
     audio = clips.audio
-    binder = ImageBindBinder.from_config(binder_config(), seed=args.seed, clips=BINDER_CLIPS).to(dev).train()
+    if args.init is not None:
+        binder = ImageBindBinder.from_pretrained(args.init)
+        if binder.clips != BINDER_CLIPS:
+            raise SystemExit(f"--init {args.init}: binder clips {binder.clips}, "
+                             f"this stage trains {BINDER_CLIPS}")
+    else:
+        binder = ImageBindBinder.from_config(binder_config(), seed=args.seed, clips=BINDER_CLIPS)
+    binder = binder.to(dev).train()
     binder.model.requires_grad_(True)
     log_scale = torch.nn.Parameter(torch.tensor(math.log(14.0), device=dev))
     opt = torch.optim.AdamW([*binder.model.parameters(), log_scale], lr=args.lr, weight_decay=0.05)
@@ -84,11 +118,21 @@ def stage_binder(args) -> dict:
         ev = binder.embed_video(v_in, WORLD.fps)
         ea = binder.embed_audio(torch.cat([a_in, a_shift]), WORLD.sample_rate)
         ea_true, ea_shift = ea.clips[: len(idx)], ea.clips[len(idx):]
+        neg_a, neg_v = ea_shift.flatten(0, 1), None
+        if args.adv_steps > 0:
+            xa = binder.preprocess_audio(a_shift, WORLD.sample_rate).flatten(0, 1)
+            xa = adversarial_inputs(binder, "audio", xa, ev.clips.flatten(0, 1), args.adv_eps, args.adv_steps)
+            v_shift = torch.stack([torch.roll(v_in[i], s // spf, dims=0) for i, s in enumerate(shifts)])
+            xv = binder.preprocess_video(v_shift, WORLD.fps).flatten(0, 1)
+            xv = adversarial_inputs(binder, "vision", xv, ea_true.flatten(0, 1),
+                                    2 * args.adv_eps, args.adv_steps)
+            neg_a = torch.cat([neg_a, F.normalize(binder.model.embed("audio", xa), dim=-1)])
+            neg_v = F.normalize(binder.model.embed("vision", xv), dim=-1)
         truths = [clips.truths[i] for i in idx]
         caps = [sample_caption(t, rng) for t in truths]
         et = binder.embed_text(caps).pooled
         scale = log_scale.exp().clamp(max=100.0)
-        l_va = _info_nce(ev.clips.flatten(0, 1), ea_true.flatten(0, 1), scale, ea_shift.flatten(0, 1))
+        l_va = _info_nce(ev.clips.flatten(0, 1), ea_true.flatten(0, 1), scale, neg_a, neg_v)
         l_vt = soft_info_nce(scale * et @ ev.pooled.t(), _compat(caps, truths))
         l_at = soft_info_nce(scale * et @ ea.pooled[: len(idx)].t(), _compat(caps, truths))
         loss = l_va + 0.5 * (l_vt + l_at)
@@ -97,5 +141,9 @@ def stage_binder(args) -> dict:
     val = load_clips("val", 64)
     acc = timing_accuracy(binder, val.video.movedim(-1, 2).to(dev), val.audio.to(dev), val.truths)
     binder.to("cpu").save_pretrained(args.models / "binder")
-    return _finish(args, loop, "binder", {"val_event_window_acc": round(acc, 4),
-                                         "clips_spec": dataclasses.asdict(BINDER_CLIPS)})
+    extra = {"val_event_window_acc": round(acc, 4), "clips_spec": dataclasses.asdict(BINDER_CLIPS)}
+    if args.adv_steps > 0:
+        extra.update(adv_steps=args.adv_steps, adv_eps=args.adv_eps)
+    if args.init is not None:
+        extra["init"] = str(args.init)
+    return _finish(args, loop, "binder", extra)

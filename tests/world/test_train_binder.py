@@ -1,0 +1,44 @@
+"""Pieces of the binder stage: the adversarial negatives (``--adv-steps``) and the InfoNCE."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from avbridge.binders.imagebind import ImageBindBinder
+from avbridge.world.train_binder import BINDER_CLIPS, _info_nce, adversarial_inputs, binder_config
+
+
+def test_adversarial_inputs_stay_in_budget_and_raise_the_match() -> None:
+    binder = ImageBindBinder.from_config(binder_config(), seed=0, clips=BINDER_CLIPS).eval()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 1, 64, 64, generator=g) * 0.3
+    target = F.normalize(torch.randn(6, binder_config().out_embed_dim, generator=g), dim=-1)
+    eps = 0.1
+    adv = adversarial_inputs(binder, "audio", x, target, eps, steps=3)
+    assert adv.shape == x.shape and not adv.requires_grad
+    assert (adv - x).abs().max() <= eps + 1e-6
+    assert (adv - x).abs().max() > eps / 2  # it did move
+
+    def cos(inp: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return (F.normalize(binder.model.embed("audio", inp), dim=-1) * target).sum(-1)
+
+    before, after = cos(x), cos(adv)
+    assert (after > before).all(), (before, after)
+    assert all(p.grad is None for p in binder.model.parameters())  # the binder itself is untouched
+
+
+def test_info_nce_extra_negatives_act_in_their_own_direction() -> None:
+    g = torch.Generator().manual_seed(1)
+    q = F.normalize(torch.randn(4, 8, generator=g), dim=-1)
+    k = F.normalize(q + 0.1 * torch.randn(4, 8, generator=g), dim=-1)
+    scale = torch.tensor(10.0)
+    base = _info_nce(q, k, scale)
+    # A copy of the positives as extra negatives of one direction costs that direction
+    # about log 2 (each positive now ties with its copy), i.e. the mean by about log(2) / 2.
+    for extra in ({"extra_k": k.clone()}, {"extra_q": q.clone()}):
+        harder = _info_nce(q, k, scale, **extra)
+        assert 0.25 < float(harder - base) < float(torch.log(torch.tensor(2.0))) / 2 + 1e-4
+    assert torch.allclose(_info_nce(q, k, scale, extra_k=k.clone(), extra_q=q.clone()) - base,
+                          2 * (_info_nce(q, k, scale, extra_k=k.clone()) - base), atol=1e-5)
