@@ -42,3 +42,28 @@ def test_info_nce_extra_negatives_act_in_their_own_direction() -> None:
         assert 0.25 < float(harder - base) < float(torch.log(torch.tensor(2.0))) / 2 + 1e-4
     assert torch.allclose(_info_nce(q, k, scale, extra_k=k.clone(), extra_q=q.clone()) - base,
                           2 * (_info_nce(q, k, scale, extra_k=k.clone()) - base), atol=1e-5)
+
+
+def test_latent_adversary_makes_guidance_like_negatives(tmp_path) -> None:
+    from avbridge.generators.audioldm import AudioLDMGenerator
+    from avbridge.world.scene import WORLD
+    from avbridge.world.train_binder import LatentAdversary
+    from avbridge.world.train_data import ClipSet
+
+    AudioLDMGenerator.tiny(seed=0).save_pretrained(tmp_path / "audioldm")
+    g = torch.Generator().manual_seed(2)
+    n = 3
+    audio = 0.1 * torch.randn(n, int(WORLD.duration_s * WORLD.sample_rate), generator=g)
+    clips = ClipSet(video=torch.zeros(n, 1, 1, 1, 3, dtype=torch.uint8), audio=audio,
+                    captions=[""] * n, truths=[{}] * n, seeds=list(range(n)))
+    adv = LatentAdversary(tmp_path, clips, torch.device("cpu"), steps=3)
+    binder = ImageBindBinder.from_config(binder_config(), seed=0, clips=BINDER_CLIPS).eval()
+    windows = BINDER_CLIPS.starts(WORLD.duration_s)
+    assert adv.latents.shape[0] == n
+    target = F.normalize(torch.randn(2, len(windows), binder_config().out_embed_dim, generator=g), dim=-1)
+    idx = [0, 2]
+    neg = adv.negatives(binder, idx, target)
+    assert neg.shape == target.shape and neg.requires_grad  # the binder is trained through them
+    with torch.no_grad():
+        start = adv.embed(binder, adv.latents[[2, 0]])  # each row starts from the next clip's latent
+    assert float((neg.detach() * target).sum()) > float((start * target).sum())

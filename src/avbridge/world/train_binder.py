@@ -15,7 +15,10 @@ would make them: the shifted audio pushed by K signed-gradient steps (within +-`
 in the model's normalised input) towards the video window's embedding, and likewise the
 video shifted by 1-3 frames pushed towards the audio window's. A binder that must rank
 these below the true pair cannot be satisfied by small input changes, only by the events
-themselves (guidance otherwise finds such changes: docs/world.md). ``--init DIR`` starts
+themselves (guidance otherwise finds such changes: docs/world.md). ``--adv-latent-steps K``
+adds the negatives V2A guidance itself would make: another clip's audio latent (the world
+audio VAE's, of ``--models``) moved by K sign steps of 0.1 towards the video windows'
+embedding through the VAE decoder and the vocoder-free mel path. ``--init DIR`` starts
 from a trained binder (fine-tuning) instead of random weights.
 """
 
@@ -30,6 +33,7 @@ import torch.nn.functional as F
 
 from avbridge.binders.base import ClipSpec
 from avbridge.binders.imagebind import ImageBindBinder, ImageBindConfig
+from avbridge.generators.base import MediaSpec
 from avbridge.world.scene import WORLD
 from avbridge.world.train_data import load_clips, sample_caption
 from avbridge.world.train_loop import Loop
@@ -88,6 +92,37 @@ def timing_accuracy(
     return hit / max(tot, 1)
 
 
+class LatentAdversary:
+    """Guidance-like negatives: sign steps on audio latents towards video embeddings."""
+
+    def __init__(self, models_dir, clips, device: torch.device, steps: int, step_size: float = 0.1):
+        from avbridge.generators.audioldm import AudioLDMGenerator
+        from avbridge.world.train import _mels
+
+        self.gen = AudioLDMGenerator.from_pretrained(models_dir / "audioldm", device=device)
+        self.spec = MediaSpec(duration_s=WORLD.duration_s)
+        self.steps, self.step_size = steps, step_size
+        vae = self.gen.vae
+        with torch.no_grad():
+            mels = _mels(clips, device).unsqueeze(1)
+            self.latents = torch.cat([vae.encode(m).latent_dist.mean for m in mels.split(64)])
+        self.latents *= float(vae.config.scaling_factor)
+
+    def embed(self, binder: ImageBindBinder, z: torch.Tensor) -> torch.Tensor:
+        """Per-window audio embeddings (B, C, D) of latents ``z`` via the mel path."""
+        return binder.embed_audio_features(self.gen.decode_features(z, self.spec)).clips
+
+    def negatives(self, binder: ImageBindBinder, idx: list[int], target: torch.Tensor) -> torch.Tensor:
+        """Clip ``idx[i + 1]``'s latent pushed towards ``target[i]`` (B, C, D); embedded (B, C, D)."""
+        z = self.latents[idx[1:] + idx[:1]].clone()
+        target = target.detach()
+        for _ in range(self.steps):
+            z.requires_grad_(True)
+            (g,) = torch.autograd.grad((self.embed(binder, z) * target).sum(), z)
+            z = (z + self.step_size * g.sign()).detach()
+        return self.embed(binder, z)
+
+
 def stage_binder(args) -> dict:
     from avbridge.world.train import _compat, _finish, soft_info_nce
 
@@ -109,6 +144,9 @@ def stage_binder(args) -> dict:
     loop = Loop.from_args(args, {"binder": binder.model}, opt)
     rng = random.Random(args.seed)
     spf = WORLD.samples_per_frame
+    adversary = None
+    if args.adv_latent_steps > 0:
+        adversary = LatentAdversary(args.models, clips, dev, args.adv_latent_steps)
     while loop.running():
         idx = torch.randint(0, len(clips), (args.batch,)).tolist()
         v_in = video[idx].to(dev)
@@ -128,6 +166,8 @@ def stage_binder(args) -> dict:
                                     2 * args.adv_eps, args.adv_steps)
             neg_a = torch.cat([neg_a, F.normalize(binder.model.embed("audio", xa), dim=-1)])
             neg_v = F.normalize(binder.model.embed("vision", xv), dim=-1)
+        if adversary is not None:
+            neg_a = torch.cat([neg_a, adversary.negatives(binder, idx, ev.clips).flatten(0, 1)])
         truths = [clips.truths[i] for i in idx]
         caps = [sample_caption(t, rng) for t in truths]
         et = binder.embed_text(caps).pooled
@@ -144,6 +184,8 @@ def stage_binder(args) -> dict:
     extra = {"val_event_window_acc": round(acc, 4), "clips_spec": dataclasses.asdict(BINDER_CLIPS)}
     if args.adv_steps > 0:
         extra.update(adv_steps=args.adv_steps, adv_eps=args.adv_eps)
+    if args.adv_latent_steps > 0:
+        extra.update(adv_latent_steps=args.adv_latent_steps)
     if args.init is not None:
         extra["init"] = str(args.init)
     return _finish(args, loop, "binder", extra)

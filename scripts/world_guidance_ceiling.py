@@ -1,0 +1,99 @@
+"""How far can the binder's gradient move sound events? (a diagnostic of the guidance signal)
+
+On validation clips: start from the audio latent of *another* clip (VAE-encoded real audio,
+so its events are at the wrong times), then optimise that latent directly (Adam, no
+diffusion prior) to raise the per-window cosine between the binder's embedding of the
+decoded audio and of this clip's video, the V2A guidance objective with the per-clip loss.
+Prints, before and after, the binder's cosine on the vocoded waveform (its own features)
+and the sync F1 of the detected onsets against this clip's true events. If the cosine
+rises but the onsets stay where they were, the binder can be satisfied without moving
+events, and no sampler setting can make guidance place them. Figures in docs/world.md.
+
+    python scripts/world_guidance_ceiling.py [--n 10] [--iters 100] [--path mel|waveform] [--binder DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+import torch.nn.functional as F
+
+from avbridge.generators.audioldm import mel_spectrogram
+from avbridge.generators.base import MediaSpec
+from avbridge.registry import load_components
+from avbridge.world.events import audio_onsets, event_f1
+from avbridge.world.scene import WORLD, render_clip, split_seeds
+
+
+def window_cosine(a: torch.Tensor, b: torch.Tensor, objective: str) -> torch.Tensor:
+    """Mean per-window cosine of (B, C, D) embeddings, optionally of their deviations from
+    the clip mean (what differs between windows: the events)."""
+    if objective == "centred":
+        a, b = a - a.mean(dim=1, keepdim=True), b - b.mean(dim=1, keepdim=True)
+    return F.cosine_similarity(a, b, -1).mean()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=10, help="validation clips")
+    p.add_argument("--iters", type=int, default=100, help="Adam steps on the latent")
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--path", choices=("mel", "waveform"), default="mel",
+                   help="how the latent reaches the binder while optimising (the aligner's audio_path)")
+    p.add_argument("--objective", choices=("per-clip", "centred"), default="per-clip",
+                   help="per-window cosine, or that of the windows' deviations from their clip mean")
+    p.add_argument("--binder", default=None, help="binder folder (default: the world models')")
+    args = p.parse_args(argv)
+    torch.manual_seed(0)
+    comps = load_components("world", need=["audio"], binder=args.binder)
+    gen, binder = comps.audio, comps.binder
+    spec = MediaSpec(duration_s=WORLD.duration_s)
+    clips = [render_clip(s) for s in split_seeds("val", args.n + 1)]
+    frames = gen.mel_frames(spec)
+
+    def encode(samples) -> torch.Tensor:
+        mel = mel_spectrogram(torch.from_numpy(samples).float()[None])[..., :frames, :]
+        mel = F.pad(mel, (0, 0, 0, frames - mel.shape[-2]))
+        with torch.no_grad():
+            z = gen.vae.encode(mel.to(gen.vae.dtype)).latent_dist.mean.float()
+        return z * float(gen.vae.config.scaling_factor)
+
+    def embed(z: torch.Tensor) -> torch.Tensor:
+        if args.path == "mel":
+            return binder.embed_audio_features(gen.decode_features(z, spec)).clips
+        return binder.embed_audio(gen.decode(z, spec), gen.sample_rate).clips
+
+    @torch.no_grad()
+    def measure(z: torch.Tensor, ev: torch.Tensor, truth: list[float]) -> tuple[float, float, list[float]]:
+        wave = gen.decode(z, spec)
+        cos = F.cosine_similarity(ev, binder.embed_audio(wave, gen.sample_rate).clips, -1).mean()
+        onsets = audio_onsets(wave[0].numpy(), gen.sample_rate)
+        return float(cos), event_f1(onsets, truth), onsets
+
+    totals = torch.zeros(4)
+    for i in range(args.n):
+        clip, other = clips[i], clips[i + 1]
+        video = torch.from_numpy(clip.video.frames).movedim(-1, 1)[None]
+        ev = binder.embed_video(video, WORLD.fps).clips.detach()
+        z = encode(other.audio.samples).requires_grad_(True)
+        opt = torch.optim.Adam([z], lr=args.lr)
+
+        truth = clip.truth["event_times"]
+        c0, f0, on0 = measure(z, ev, truth)
+        for _ in range(args.iters):
+            opt.zero_grad()
+            (1 - window_cosine(ev, embed(z), args.objective)).backward()
+            opt.step()
+        c1, f1, on1 = measure(z, ev, truth)
+        totals += torch.tensor([c0, f0, c1, f1])
+        print(f"clip {clip.truth['seed']}: truth {clip.truth['event_times']}\n"
+              f"  start {[round(t, 2) for t in on0]} cosine {c0:.3f} sync F1 {f0:.2f}\n"
+              f"  after {[round(t, 2) for t in on1]} cosine {c1:.3f} sync F1 {f1:.2f}", flush=True)
+    c0, f0, c1, f1 = (totals / args.n).tolist()
+    print(f"mean over {args.n} clips: binder cosine {c0:.3f} -> {c1:.3f}, sync F1 {f0:.3f} -> {f1:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
