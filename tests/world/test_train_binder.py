@@ -67,3 +67,18 @@ def test_latent_adversary_makes_guidance_like_negatives(tmp_path) -> None:
     with torch.no_grad():
         start = adv.embed(binder, adv.latents[[2, 0]])  # each row starts from the next clip's latent
     assert float((neg.detach() * target).sum()) > float((start * target).sum())
+
+
+def test_init_from_a_binder_with_other_clips_is_a_clear_error(tmp_path) -> None:
+    import pytest
+
+    from avbridge.binders.base import ClipSpec
+    from avbridge.errors import AvbridgeError
+    from avbridge.world.train import build_parser, run_stage
+
+    other = ImageBindBinder.from_config(binder_config(), seed=0, clips=ClipSpec(1.0, None, 4))
+    other.save_pretrained(tmp_path / "binder")
+    args = build_parser().parse_args(["binder", "--steps", "1", "--init", str(tmp_path / "binder"),
+                                      "--models", str(tmp_path / "out"), "--device", "cpu"])
+    with pytest.raises(AvbridgeError, match="binder clips"):
+        run_stage("binder", args)

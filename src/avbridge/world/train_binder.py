@@ -27,15 +27,17 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from avbridge.binders.base import ClipSpec
 from avbridge.binders.imagebind import ImageBindBinder, ImageBindConfig
+from avbridge.errors import AvbridgeError
 from avbridge.generators.base import MediaSpec
 from avbridge.world.scene import WORLD
-from avbridge.world.train_data import load_clips, sample_caption
+from avbridge.world.train_data import ClipSet, load_clips, sample_caption
 from avbridge.world.train_loop import Loop
 
 BINDER_CLIPS = ClipSpec(duration_s=0.5, count=None, frames_per_clip=4)
@@ -95,7 +97,8 @@ def timing_accuracy(
 class LatentAdversary:
     """Guidance-like negatives: sign steps on audio latents towards video embeddings."""
 
-    def __init__(self, models_dir, clips, device: torch.device, steps: int, step_size: float = 0.1):
+    def __init__(self, models_dir: Path, clips: ClipSet, device: torch.device, steps: int,
+                 step_size: float = 0.1):
         from avbridge.generators.audioldm import AudioLDMGenerator
         from avbridge.world.train import _mels
 
@@ -127,17 +130,17 @@ def stage_binder(args) -> dict:
     from avbridge.world.train import _compat, _finish, soft_info_nce
 
     dev = args.device
-    clips = load_clips("train", args.clips)
-    video = clips.video.movedim(-1, 2).contiguous()  # (N, T, 3, H, W) uint8
-    audio = clips.audio
     if args.init is not None:
         binder = ImageBindBinder.from_pretrained(args.init)
         if binder.clips != BINDER_CLIPS:
-            raise SystemExit(f"--init {args.init}: binder clips {binder.clips}, "
-                             f"this stage trains {BINDER_CLIPS}")
+            raise AvbridgeError(f"--init {args.init}: binder clips {binder.clips}, "
+                                f"this stage trains {BINDER_CLIPS}")
     else:
         binder = ImageBindBinder.from_config(binder_config(), seed=args.seed, clips=BINDER_CLIPS)
     binder = binder.to(dev).train()
+    clips = load_clips("train", args.clips)
+    video = clips.video.movedim(-1, 2).contiguous()  # (N, T, 3, H, W) uint8
+    audio = clips.audio
     binder.model.requires_grad_(True)
     log_scale = torch.nn.Parameter(torch.tensor(math.log(14.0), device=dev))
     opt = torch.optim.AdamW([*binder.model.parameters(), log_scale], lr=args.lr, weight_decay=0.05)
