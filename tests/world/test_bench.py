@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
+from avbridge.errors import AvbridgeError
 from avbridge.media import Audio
 from avbridge.world.bench import bootstrap_ci, format_table, score_output
 from avbridge.world.evalmodels import WEIGHTS_DIR, EvalModels, Prediction
@@ -102,3 +105,32 @@ def test_ci_bench_guided_beats_vanilla_on_v2a_sync(ci_bench: dict) -> None:
     expected failure: the bench still runs and is scored, and the day guided beats vanilla
     on these clips the test fails (XPASS) until the marker goes."""
     assert ci_bench["guided"]["sync_f1"][0] > ci_bench["vanilla"]["sync_f1"][0], ci_bench["guided"]
+
+
+def test_parse_overrides_types_and_errors():
+    from avbridge.world.bench import parse_overrides
+
+    got = parse_overrides(["update=norm-grad", "lr=0.3", "inner-steps=3", "recompute_eps=true"])
+    assert got == {"update": "norm-grad", "lr": 0.3, "inner_steps": 3, "recompute_eps": True}
+    cases = ((["lr=x"], "not a float"), (["nope=1"], "FIELD one of"), (["update=sgd"], "update"),
+             (["window=0.1"], "cannot be set"), (["per_clip=1"], "--per-clip"), (["lr"], "FIELD=VALUE"))
+    for bad, msg in cases:
+        with pytest.raises(AvbridgeError, match=msg):
+            parse_overrides(bad)
+
+
+@pytest.mark.slow
+def test_bench_command_on_validation_clips_with_a_setting(tmp_path, capsys):
+    if not _world_ready():
+        pytest.skip("world models or evaluation classifiers not shipped yet")
+    from avbridge.world import main
+
+    assert main(["bench", "--n", "1", "--tasks", "a2i", "--steps", "2", "--split", "val",
+                 "--set", "update=norm-grad", "--set", "lr=0.02", "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "bench.json").read_text())
+    assert res["config"]["split"] == "val" and res["config"]["seeds"] == [1_000_000, 1_000_000]
+    assert res["config"]["overrides"] == {"update": "norm-grad", "lr": 0.02}
+    assert [r["variant"] for r in res["rows"]] == ["vanilla", "guided"]
+    assert main(["bench", "--n", "1", "--set", "lr=fast", "--out", str(tmp_path / "x")]) == 2
+    assert "'fast' is not a float" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

@@ -29,7 +29,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -267,13 +267,62 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="generation seed of the first clip (+i per clip)")
     p.add_argument("--start", type=int, default=0, help="offset of the first test seed")
     p.add_argument("--device", default="cpu", help="torch device")
+    p.add_argument("--split", choices=("test", "val"), default="test",
+                   help="held-out clips to run on: test (reported figures) or val (trying settings)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="overrides",
+                   help="replace an AlignConfig field of the task defaults, e.g. --set update=norm-grad "
+                   "--set lr=0.3 (repeatable; guidance fields change the guided runs only; "
+                   "per_clip is set per variant, see --per-clip)")
     p.add_argument("--out", default="out/world-bench", metavar="DIR", help="folder for bench.json")
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["lr=0.3", "per_clip=true"]`` -> AlignConfig field values of the fields' own types.
+
+    Only plain fields (numbers, booleans, strings) can be set; an unknown field or a value
+    of the wrong type is an AvbridgeError naming it."""
+    from avbridge.aligner import AlignConfig
+
+    defaults = AlignConfig()
+    names = {f.name for f in fields(AlignConfig)}
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in names:
+            known = ", ".join(sorted(names))
+            raise AvbridgeError(f"--set {item!r}: expected FIELD=VALUE, FIELD one of {known}")
+        if key == "per_clip":
+            raise AvbridgeError("--set per_clip: each variant sets it; --per-clip adds the per-clip variant")
+        cur = getattr(defaults, key)
+        try:
+            if isinstance(cur, bool):
+                if raw.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(raw)
+                val: Any = raw.lower() in ("true", "1")
+            elif isinstance(cur, int):
+                val = int(raw)
+            elif isinstance(cur, float):
+                val = float(raw)
+            elif isinstance(cur, str) or cur is None:
+                val = None if raw.lower() == "none" else raw
+            else:
+                raise AvbridgeError(f"--set {key}: a {type(cur).__name__} field cannot be set here")
+        except ValueError:
+            raise AvbridgeError(f"--set {item!r}: {raw!r} is not a {type(cur).__name__}") from None
+        out[key] = val
+    try:
+        replace(defaults, **out)
+    except (TypeError, ValueError) as e:
+        raise AvbridgeError(f"--set: {e}") from None
+    return out
 
 
 def run_from_args(args: argparse.Namespace) -> int:
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
     result = run_bench(args.n, tasks, steps=args.steps, per_clip=args.per_clip, seed=args.seed,
-                       device=args.device, start=args.start,
+                       device=args.device, start=args.start, split=args.split,
+                       overrides=parse_overrides(args.overrides),
                        log=lambda s: print(s, file=sys.stderr, flush=True))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
