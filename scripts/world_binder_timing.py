@@ -17,7 +17,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from avbridge.generators.audioldm import MEL_N_FFT, MEL_WIN_LENGTH, mel_filterbank, mel_spectrogram
+from avbridge.generators.audioldm import log_mel_features, mel_spectrogram
 from avbridge.generators.base import SpectrogramFeatures
 from avbridge.registry import load_binder
 from avbridge.world.scene import WORLD
@@ -27,12 +27,7 @@ from avbridge.world.train_data import load_clips
 def mel_features(audio: torch.Tensor) -> SpectrogramFeatures:
     """What ``AudioLDMGenerator.decode_features`` hands the binder, from real audio."""
     n = audio.shape[-1]
-    frames = math.ceil(n / 160)
-    return SpectrogramFeatures(
-        log_mel=mel_spectrogram(audio)[:, 0, :frames], sample_rate=WORLD.sample_rate, num_samples=n,
-        n_fft=MEL_N_FFT, win_length=MEL_WIN_LENGTH, hop=160,
-        filterbank=mel_filterbank(WORLD.sample_rate, MEL_N_FFT, 64), power=1.0, centered=True,
-    )
+    return log_mel_features(mel_spectrogram(audio)[:, 0, :math.ceil(n / 160)], WORLD.sample_rate, n)
 
 
 @torch.no_grad()

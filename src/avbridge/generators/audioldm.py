@@ -142,6 +142,18 @@ AUDIOLDM_WINDOW_S = 10.24  # training segment length of the released AudioLDM mo
 # ----------------------------------------------------------------------------------------
 
 
+def log_mel_features(log_mel: torch.Tensor, sample_rate: int, num_samples: int,
+                     hop: int = MEL_HOP) -> SpectrogramFeatures:
+    """Wrap a log-mel (B, T, bins) in the conventions of :func:`mel_spectrogram`, so that a
+    binder's ``embed_audio_features`` reads it (what ``decode_features`` returns)."""
+    return SpectrogramFeatures(
+        log_mel=log_mel, sample_rate=int(sample_rate), num_samples=int(num_samples), n_fft=MEL_N_FFT,
+        win_length=MEL_WIN_LENGTH, hop=hop,
+        filterbank=mel_filterbank(int(sample_rate), MEL_N_FFT, log_mel.shape[-1]).to(log_mel.device),
+        power=1.0, centered=True,
+    )
+
+
 def audioldm_config(variant: str = "m-full") -> dict[str, dict[str, Any]]:
     """Component configs of a released AudioLDM checkpoint (or ``"tiny"``), as plain dicts.
 
@@ -341,12 +353,7 @@ class AudioLDMGenerator(LatentDiffusionAdapter):
         mel = self.decode_mel(z0)[:, 0, :frames].float()
         if mel.shape[1] < frames:  # latents shorter than the spec: repeat the last frame
             mel = torch.cat([mel, mel[:, -1:].expand(-1, frames - mel.shape[1], -1)], dim=1)
-        return SpectrogramFeatures(
-            log_mel=mel, sample_rate=int(self.sample_rate), num_samples=n, n_fft=MEL_N_FFT,
-            win_length=MEL_WIN_LENGTH, hop=self.hop_length,
-            filterbank=mel_filterbank(int(self.sample_rate), MEL_N_FFT, self.n_mels).to(mel.device),
-            power=1.0, centered=True,
-        )
+        return log_mel_features(mel, int(self.sample_rate), n, hop=self.hop_length)
 
     def decode(self, z0: torch.Tensor, spec: MediaSpec) -> torch.Tensor:
         """Latents -> waveform (B, N) at ``sample_rate``, N = ``spec.num_samples``."""

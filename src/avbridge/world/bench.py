@@ -277,7 +277,7 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["lr=0.3", "per_clip=true"]`` -> AlignConfig field values of the fields' own types.
+    """``["lr=0.3", "update=norm-grad"]`` -> AlignConfig field values of the fields' own types.
 
     Only plain fields (numbers, booleans, strings) can be set; an unknown field or a value
     of the wrong type is an AvbridgeError naming it."""
