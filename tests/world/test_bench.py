@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -123,14 +124,23 @@ def test_parse_overrides_types_and_errors():
 def test_bench_command_on_validation_clips_with_a_setting(tmp_path, capsys):
     if not _world_ready():
         pytest.skip("world models or evaluation classifiers not shipped yet")
+    from avbridge.registry import world_models_dir
     from avbridge.world import main
 
+    binder = tmp_path / "other-binder"
+    shutil.copytree(world_models_dir() / "binder", binder)
     assert main(["bench", "--n", "1", "--tasks", "a2i", "--steps", "2", "--split", "val",
-                 "--set", "update=norm-grad", "--set", "lr=0.02", "--out", str(tmp_path)]) == 0
+                 "--set", "update=norm-grad", "--set", "lr=0.02", "--binder", str(binder),
+                 "--out", str(tmp_path)]) == 0
     res = json.loads((tmp_path / "bench.json").read_text())
     assert res["config"]["split"] == "val" and res["config"]["seeds"] == [1_000_000, 1_000_000]
     assert res["config"]["overrides"] == {"update": "norm-grad", "lr": 0.02}
+    assert res["config"]["binder"] == str(binder)
     assert [r["variant"] for r in res["rows"]] == ["vanilla", "guided"]
     assert main(["bench", "--n", "1", "--set", "lr=fast", "--out", str(tmp_path / "x")]) == 2
     assert "'fast' is not a float" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+    assert main(["bench", "--n", "1", "--tasks", "a2i", "--binder", str(tmp_path / "none"),
+                 "--out", str(tmp_path / "y")]) == 2
+    assert f"{tmp_path / 'none'}: no such file" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()

@@ -1,4 +1,5 @@
-"""Pieces of the binder stage: the adversarial negatives (``--adv-steps``) and the InfoNCE."""
+"""Pieces of the binder stage: the adversarial negatives (``--adv-steps``), the gradient
+alignment term (``--grad-align``) and the InfoNCE."""
 
 from __future__ import annotations
 
@@ -6,7 +7,13 @@ import torch
 import torch.nn.functional as F
 
 from avbridge.binders.imagebind import ImageBindBinder
-from avbridge.world.train_binder import BINDER_CLIPS, _info_nce, adversarial_inputs, binder_config
+from avbridge.world.train_binder import (
+    BINDER_CLIPS,
+    _info_nce,
+    adversarial_inputs,
+    binder_config,
+    gradient_alignment_loss,
+)
 
 
 def test_adversarial_inputs_stay_in_budget_and_raise_the_match() -> None:
@@ -27,6 +34,33 @@ def test_adversarial_inputs_stay_in_budget_and_raise_the_match() -> None:
     before, after = cos(x), cos(adv)
     assert (after > before).all(), (before, after)
     assert all(p.grad is None for p in binder.model.parameters())  # the binder itself is untouched
+
+
+def test_gradient_alignment_loss_is_the_input_gradient_cosine_and_trains() -> None:
+    binder = ImageBindBinder.from_config(binder_config(), seed=0, clips=BINDER_CLIPS).eval()
+    g = torch.Generator().manual_seed(3)
+    x_from = torch.randn(4, 1, 64, 64, generator=g) * 0.3
+    x_to = x_from + torch.randn(4, 1, 64, 64, generator=g) * 0.3
+    target = F.normalize(torch.randn(4, binder_config().out_embed_dim, generator=g), dim=-1)
+
+    x = x_from.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad((F.normalize(binder.model.embed("audio", x), dim=-1) * target).sum(), x)
+    toward = x_to - x_from
+    expected = (2 - F.cosine_similarity(grad.flatten(1), toward.flatten(1), dim=1)
+                - F.cosine_similarity(grad.sum(-2).flatten(1), toward.sum(-2).flatten(1), dim=1)).mean()
+    loss = gradient_alignment_loss(binder, x_from, x_to, target)
+    assert torch.allclose(loss, expected, atol=1e-4), (loss, expected)
+
+    # Double backward reaches the weights, and a few steps on it raise the alignment.
+    params = list(binder.model.modality_trunks["audio"].parameters())
+    opt = torch.optim.Adam(params, lr=3e-3)
+    first = float(loss.detach())
+    for _ in range(15):
+        opt.zero_grad()
+        gradient_alignment_loss(binder, x_from, x_to, target).backward()
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in params)
+        opt.step()
+    assert float(gradient_alignment_loss(binder, x_from, x_to, target).detach()) < first - 0.05
 
 
 def test_info_nce_extra_negatives_act_in_their_own_direction() -> None:

@@ -171,6 +171,7 @@ def run_bench(
     start: int = 0,
     split: str = "test",
     overrides: dict[str, Any] | None = None,
+    binder: str | None = None,
     vanilla: bool = True,
     log: Callable[[str], None] | None = print,
 ) -> dict[str, Any]:
@@ -181,6 +182,8 @@ def run_bench(
     (``scripts/tune_world_guidance.py``), so the test clips never steer a choice.
     ``overrides`` replaces AlignConfig fields of every guided variant's task default;
     ``vanilla=False`` skips the vanilla runs (a settings sweep needs them once).
+    ``binder`` replaces the world binder by another folder (e.g. a retrained one), for every
+    variant; ignored when ``components`` is given.
     """
     from avbridge.tasks import default_config, with_steps
     from avbridge.world.evalmodels import EvalModels
@@ -196,7 +199,7 @@ def run_bench(
         from avbridge.registry import TASK_NEEDS, load_components
 
         need = sorted({g for t in tasks for g in TASK_NEEDS[t]})
-        components = load_components("world", device=device, need=need)
+        components = load_components("world", device=device, need=need, binder=binder)
     evalm = evalmodels if evalmodels is not None else EvalModels.load()
     seeds = split_seeds(split, n, start=start)  # type: ignore[arg-type]
     rows: list[dict[str, Any]] = []
@@ -236,7 +239,7 @@ def run_bench(
             summary[task][name]["n"] = len(sel)
     config = {"n": n, "tasks": list(tasks), "steps": steps, "per_clip": per_clip, "seed": seed,
               "device": device, "split": split, "seeds": [seeds[0], seeds[-1]],
-              "overrides": overrides or {}, "tolerance_s": TOL_S,
+              "overrides": overrides or {}, "binder": binder, "tolerance_s": TOL_S,
               "wall_s": round(time.time() - t0, 1)}
     return {"config": config, "summary": summary, "rows": rows}
 
@@ -273,6 +276,8 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
                    help="replace an AlignConfig field of the task defaults, e.g. --set update=norm-grad "
                    "--set lr=0.3 (repeatable; guidance fields change the guided runs only; "
                    "per_clip is set per variant, see --per-clip)")
+    p.add_argument("--binder", default=None, metavar="DIR",
+                   help="use this binder folder instead of the world's (a retrained one; for every variant)")
     p.add_argument("--out", default="out/world-bench", metavar="DIR", help="folder for bench.json")
 
 
@@ -322,7 +327,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
     result = run_bench(args.n, tasks, steps=args.steps, per_clip=args.per_clip, seed=args.seed,
                        device=args.device, start=args.start, split=args.split,
-                       overrides=parse_overrides(args.overrides),
+                       overrides=parse_overrides(args.overrides), binder=args.binder,
                        log=lambda s: print(s, file=sys.stderr, flush=True))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from avbridge.binders.base import ClipSpec
 from avbridge.binders.imagebind import ImageBindBinder, ImageBindConfig
@@ -74,6 +75,24 @@ def adversarial_inputs(
         (g,) = torch.autograd.grad((e * target).sum(), delta)
         delta = (delta + 2.5 * eps / steps * g.sign()).clamp(-eps, eps).detach().requires_grad_(True)
     return (x + delta).detach()
+
+
+def gradient_alignment_loss(
+    binder: ImageBindBinder, x_from: torch.Tensor, x_to: torch.Tensor, target: torch.Tensor
+) -> torch.Tensor:
+    """How far the input gradient of the audio embedding's cosine with ``target`` (N, D), taken
+    at fbank inputs ``x_from`` (N, 1, bins, frames), is from pointing at the paired inputs
+    ``x_to``: mean over N of 1 - cosine with ``x_to - x_from``, plus the same for their sums
+    over mel bins (the energy change per frame, which places onsets). Differentiable in
+    the binder's weights (double backward)."""
+    x = x_from.detach().requires_grad_(True)
+    with sdpa_kernel(SDPBackend.MATH):  # the fused CPU attention has no double backward
+        e = F.normalize(binder.model.embed("audio", x), dim=-1)
+        (g,) = torch.autograd.grad((e * target.detach()).sum(), x, create_graph=True)
+    toward = (x_to - x_from).detach()
+    full = F.cosine_similarity(g.flatten(1), toward.flatten(1), dim=1)
+    profile = F.cosine_similarity(g.sum(-2).flatten(1), toward.sum(-2).flatten(1), dim=1)
+    return (2 - full - profile).mean()
 
 
 @torch.no_grad()
@@ -169,6 +188,11 @@ def stage_binder(args) -> dict:
                                     2 * args.adv_eps, args.adv_steps)
             neg_a = torch.cat([neg_a, F.normalize(binder.model.embed("audio", xa), dim=-1)])
             neg_v = F.normalize(binder.model.embed("vision", xv), dim=-1)
+        l_ga = torch.zeros((), device=dev)
+        if args.grad_align > 0:
+            xs = binder.preprocess_audio(a_shift, WORLD.sample_rate).flatten(0, 1)
+            xt = binder.preprocess_audio(a_in, WORLD.sample_rate).flatten(0, 1)
+            l_ga = gradient_alignment_loss(binder, xs, xt, ev.clips.flatten(0, 1))
         if adversary is not None:
             neg_a = torch.cat([neg_a, adversary.negatives(binder, idx, ev.clips).flatten(0, 1)])
         truths = [clips.truths[i] for i in idx]
@@ -178,8 +202,11 @@ def stage_binder(args) -> dict:
         l_va = _info_nce(ev.clips.flatten(0, 1), ea_true.flatten(0, 1), scale, neg_a, neg_v)
         l_vt = soft_info_nce(scale * et @ ev.pooled.t(), _compat(caps, truths))
         l_at = soft_info_nce(scale * et @ ea.pooled[: len(idx)].t(), _compat(caps, truths))
-        loss = l_va + 0.5 * (l_vt + l_at)
-        loop.update(loss, {"va": l_va.item(), "vt": l_vt.item(), "at": l_at.item()})
+        loss = l_va + 0.5 * (l_vt + l_at) + args.grad_align * l_ga
+        terms = {"va": l_va.item(), "vt": l_vt.item(), "at": l_at.item()}
+        if args.grad_align > 0:
+            terms["ga"] = l_ga.item()
+        loop.update(loss, terms)
     binder.eval()
     val = load_clips("val", 64)
     acc = timing_accuracy(binder, val.video.movedim(-1, 2).to(dev), val.audio.to(dev), val.truths)
@@ -189,6 +216,8 @@ def stage_binder(args) -> dict:
         extra.update(adv_steps=args.adv_steps, adv_eps=args.adv_eps)
     if args.adv_latent_steps > 0:
         extra.update(adv_latent_steps=args.adv_latent_steps)
+    if args.grad_align > 0:
+        extra["grad_align"] = args.grad_align
     if args.init is not None:
         extra["init"] = str(args.init)
     return _finish(args, loop, "binder", extra)
