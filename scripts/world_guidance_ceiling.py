@@ -10,7 +10,9 @@ rises but the onsets stay where they were, the binder can be satisfied without m
 events, and no sampler setting can make guidance place them. Also printed: the cosine
 between the objective's gradient with respect to the start log-mel and the direction
 from the start log-mel to this clip's true one (about 0 for a random direction; positive
-if the gradient points at the right audio). Figures in docs/world.md.
+if the gradient points at the right audio), and the correlation of the gradient's sum over
+mel bins (the energy it adds per frame) with the first 60 ms after each true event, from
+the start latent and from a silent (all-zero) one. Figures in docs/world.md.
 
     python scripts/world_guidance_ceiling.py [--n 10] [--iters 100] [--path mel|waveform] [--binder DIR]
 """
@@ -74,17 +76,35 @@ def main(argv: list[str] | None = None) -> int:
         onsets = audio_onsets(wave[0].numpy(), gen.sample_rate)
         return float(cos), event_f1(onsets, truth), onsets
 
-    def gradient_alignment(z: torch.Tensor, ev: torch.Tensor, z_true: torch.Tensor) -> float:
+    def mel_gradient(z: torch.Tensor, ev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The objective's gradient w.r.t. the log-mel decoded from z, and that log-mel."""
         feats = gen.decode_features(z.detach(), spec)
         mel = feats.log_mel.detach().requires_grad_(True)
         feats.log_mel = mel
         (g,) = torch.autograd.grad(window_cosine(ev, binder.embed_audio_features(feats).clips,
                                                  args.objective), mel)
+        return g, mel.detach()
+
+    def gradient_alignment(z: torch.Tensor, ev: torch.Tensor, z_true: torch.Tensor) -> float:
+        g, mel = mel_gradient(z, ev)
         with torch.no_grad():
             toward = gen.decode_features(z_true, spec).log_mel - mel
         return float(F.cosine_similarity(g.flatten(), toward.flatten(), 0))
 
-    totals = torch.zeros(5)
+    def onset_correlation(z: torch.Tensor, ev: torch.Tensor, times: list[float]) -> float:
+        """Correlation over mel frames of the gradient's per-frame sum (energy it adds) with
+        an indicator of the first 60 ms after each true event."""
+        g, _ = mel_gradient(z, ev)
+        profile = g.reshape(-1, g.shape[-2], g.shape[-1])[0].sum(-1)
+        hop_s = spec.duration_s / profile.numel()
+        ind = torch.zeros_like(profile)
+        for t in times:
+            k = int(round(t / hop_s))
+            ind[k:k + max(1, round(0.06 / hop_s))] = 1
+        a, b = profile - profile.mean(), ind - ind.mean()
+        return float((a * b).sum() / (a.norm() * b.norm() + 1e-12))
+
+    totals = torch.zeros(7)
     for i in range(args.n):
         clip, other = clips[i], clips[i + 1]
         video = torch.from_numpy(clip.video.frames).movedim(-1, 1)[None]
@@ -95,19 +115,23 @@ def main(argv: list[str] | None = None) -> int:
         truth = clip.truth["event_times"]
         c0, f0, on0 = measure(z, ev, truth)
         gcos = gradient_alignment(z, ev, encode(clip.audio.samples))
+        ocor = onset_correlation(z, ev, truth)
+        ocor_silent = onset_correlation(torch.zeros_like(z), ev, truth)
         for _ in range(args.iters):
             opt.zero_grad()
             (1 - window_cosine(ev, embed(z), args.objective)).backward()
             opt.step()
         c1, f1, on1 = measure(z, ev, truth)
-        totals += torch.tensor([c0, f0, c1, f1, gcos])
+        totals += torch.tensor([c0, f0, c1, f1, gcos, ocor, ocor_silent])
         print(f"clip {clip.truth['seed']}: truth {clip.truth['event_times']}\n"
               f"  start {[round(t, 2) for t in on0]} cosine {c0:.3f} sync F1 {f0:.2f} "
-              f"(gradient vs the way to the true log-mel: cosine {gcos:.4f})\n"
+              f"(gradient vs the way to the true log-mel: cosine {gcos:.4f}; its per-frame sum "
+              f"vs the true onsets: correlation {ocor:.3f}, from silence {ocor_silent:.3f})\n"
               f"  after {[round(t, 2) for t in on1]} cosine {c1:.3f} sync F1 {f1:.2f}", flush=True)
-    c0, f0, c1, f1, gcos = (totals / args.n).tolist()
+    c0, f0, c1, f1, gcos, ocor, ocor_silent = (totals / args.n).tolist()
     print(f"mean over {args.n} clips: binder cosine {c0:.3f} -> {c1:.3f}, sync F1 {f0:.3f} -> {f1:.3f}; "
-          f"gradient vs the way to the true log-mel: cosine {gcos:.4f}")
+          f"gradient vs the way to the true log-mel: cosine {gcos:.4f}; gradient's per-frame sum vs "
+          f"the true onsets: correlation {ocor:.3f} (from silence {ocor_silent:.3f})")
     return 0
 
 

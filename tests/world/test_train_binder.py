@@ -48,7 +48,7 @@ def test_gradient_alignment_loss_is_the_input_gradient_cosine_and_trains() -> No
     toward = x_to - x_from
     expected = (2 - F.cosine_similarity(grad.flatten(1), toward.flatten(1), dim=1)
                 - F.cosine_similarity(grad.sum(-2).flatten(1), toward.sum(-2).flatten(1), dim=1)).mean()
-    loss = gradient_alignment_loss(binder, x_from, x_to, target)
+    loss = gradient_alignment_loss(binder, "audio", x_from, x_to, target)
     assert torch.allclose(loss, expected, atol=1e-4), (loss, expected)
 
     # Double backward reaches the weights, and a few steps on it raise the alignment.
@@ -57,10 +57,26 @@ def test_gradient_alignment_loss_is_the_input_gradient_cosine_and_trains() -> No
     first = float(loss.detach())
     for _ in range(15):
         opt.zero_grad()
-        gradient_alignment_loss(binder, x_from, x_to, target).backward()
+        gradient_alignment_loss(binder, "audio", x_from, x_to, target).backward()
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in params)
         opt.step()
-    assert float(gradient_alignment_loss(binder, x_from, x_to, target).detach()) < first - 0.05
+    assert float(gradient_alignment_loss(binder, "audio", x_from, x_to, target).detach()) < first - 0.05
+
+
+def test_gradient_alignment_loss_video_profile_is_per_frame() -> None:
+    binder = ImageBindBinder.from_config(binder_config(), seed=0, clips=BINDER_CLIPS).eval()
+    g = torch.Generator().manual_seed(4)
+    x_from = torch.randn(2, 3, 4, 32, 32, generator=g) * 0.3
+    # A change confined to frame 2: the per-frame target is one-hot in time.
+    toward = torch.zeros_like(x_from)
+    toward[:, :, 2] = torch.randn(2, 3, 32, 32, generator=g)
+    target = F.normalize(torch.randn(2, binder_config().out_embed_dim, generator=g), dim=-1)
+    x = x_from.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad((F.normalize(binder.model.embed("vision", x), dim=-1) * target).sum(), x)
+    expected = (2 - F.cosine_similarity(grad.flatten(1), toward.flatten(1), dim=1)
+                - F.cosine_similarity(grad.sum((1, 3, 4)), toward.sum((1, 3, 4)), dim=1)).mean()
+    loss = gradient_alignment_loss(binder, "vision", x_from, x_from + toward, target)
+    assert torch.allclose(loss, expected, atol=1e-4), (loss, expected)
 
 
 def test_info_nce_extra_negatives_act_in_their_own_direction() -> None:

@@ -97,7 +97,8 @@ def _finish(args, loop: Loop, stage: str, extra: dict | None = None) -> dict:
         + (f" --adv-steps {args.adv_steps} --adv-eps {args.adv_eps}"
            if getattr(args, "adv_steps", 0) else "")
         + (f" --adv-latent-steps {args.adv_latent_steps}" if getattr(args, "adv_latent_steps", 0) else "")
-        + (f" --grad-align {args.grad_align}" if getattr(args, "grad_align", 0) else ""),
+        + (f" --grad-align {args.grad_align}" if getattr(args, "grad_align", 0) else "")
+        + (f" --grad-align-video {args.grad_align_video}" if getattr(args, "grad_align_video", 0) else ""),
     }
     info.update(extra or {})
     _summary(args.models, stage, info)
@@ -635,6 +636,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grad-align", type=float, default=0.0,
                    help="binder: weight of the gradient-alignment term (0: none): the input gradient of the "
                         "video-audio cosine at time-shifted audio must point at the clip's true audio")
+    p.add_argument("--grad-align-video", type=float, default=0.0,
+                   help="binder: the same for the video input gradient, towards the true video (0: none)")
     p.add_argument("--adv-latent-steps", type=int, default=0,
                    help="binder: sign steps of the guidance-like negatives on audio latents (0: none)")
     return p

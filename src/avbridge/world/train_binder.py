@@ -18,8 +18,13 @@ these below the true pair cannot be satisfied by small input changes, only by th
 themselves (guidance otherwise finds such changes: docs/world.md). ``--adv-latent-steps K``
 adds the negatives V2A guidance itself would make: another clip's audio latent (the world
 audio VAE's, of ``--models``) moved by K sign steps of 0.1 towards the video windows'
-embedding through the VAE decoder and the vocoder-free mel path. ``--init DIR`` starts
-from a trained binder (fine-tuning) instead of random weights.
+embedding through the VAE decoder and the vocoder-free mel path. ``--grad-align W`` adds W
+times a term on the binder's *input gradient*, the signal guidance follows: at points
+between the shifted and the true audio of a window, the gradient of the video-audio cosine
+must point towards the true audio (cosine with the difference, over the whole fbank and
+over its per-frame sums; double backward); ``--grad-align-video W`` the same for the
+video input, towards the true video from the shifted one. ``--init DIR`` starts from a trained binder
+(fine-tuning) instead of random weights.
 """
 
 from __future__ import annotations
@@ -77,21 +82,27 @@ def adversarial_inputs(
     return (x + delta).detach()
 
 
+#: Per modality: the model input's time axis (the others are summed for the per-frame profile).
+_TIME_AXIS = {"audio": -1, "vision": 2}  # (N, 1, bins, frames), (N, 3, T, H, W)
+
+
 def gradient_alignment_loss(
-    binder: ImageBindBinder, x_from: torch.Tensor, x_to: torch.Tensor, target: torch.Tensor
+    binder: ImageBindBinder, modality: str, x_from: torch.Tensor, x_to: torch.Tensor, target: torch.Tensor
 ) -> torch.Tensor:
-    """How far the input gradient of the audio embedding's cosine with ``target`` (N, D), taken
-    at fbank inputs ``x_from`` (N, 1, bins, frames), is from pointing at the paired inputs
-    ``x_to``: mean over N of 1 - cosine with ``x_to - x_from``, plus the same for their sums
-    over mel bins (the energy change per frame, which places onsets). Differentiable in
-    the binder's weights (double backward)."""
+    """How far the input gradient of the ``modality`` embedding's cosine with ``target`` (N, D),
+    taken at model inputs ``x_from``, is from pointing at the paired inputs ``x_to``: mean
+    over N of 1 - cosine with ``x_to - x_from``, plus the same for both summed over all but
+    the time axis (the change per frame, which places events). Differentiable in the
+    binder's weights (double backward)."""
     x = x_from.detach().requires_grad_(True)
     with sdpa_kernel(SDPBackend.MATH):  # the fused CPU attention has no double backward
-        e = F.normalize(binder.model.embed("audio", x), dim=-1)
+        e = F.normalize(binder.model.embed(modality, x), dim=-1)
         (g,) = torch.autograd.grad((e * target.detach()).sum(), x, create_graph=True)
     toward = (x_to - x_from).detach()
     full = F.cosine_similarity(g.flatten(1), toward.flatten(1), dim=1)
-    profile = F.cosine_similarity(g.sum(-2).flatten(1), toward.sum(-2).flatten(1), dim=1)
+    axis = _TIME_AXIS[modality] % x.ndim
+    others = [d for d in range(1, x.ndim) if d != axis]
+    profile = F.cosine_similarity(g.sum(others), toward.sum(others), dim=1)
     return (2 - full - profile).mean()
 
 
@@ -192,7 +203,18 @@ def stage_binder(args) -> dict:
         if args.grad_align > 0:
             xs = binder.preprocess_audio(a_shift, WORLD.sample_rate).flatten(0, 1)
             xt = binder.preprocess_audio(a_in, WORLD.sample_rate).flatten(0, 1)
-            l_ga = gradient_alignment_loss(binder, xs, xt, ev.clips.flatten(0, 1))
+            # Points along the way from the shifted to the true audio, as guidance meets them
+            # from an undecided prediction: the direction to the truth is the same everywhere.
+            lam = torch.empty(len(xs), 1, 1, 1, device=dev).uniform_(0.3, 1.0)
+            l_ga = args.grad_align * gradient_alignment_loss(
+                binder, "audio", lam * xs + (1 - lam) * xt, xt, ev.clips.flatten(0, 1))
+        if args.grad_align_video > 0:
+            v_shift = torch.stack([torch.roll(v_in[i], s // spf, dims=0) for i, s in enumerate(shifts)])
+            xs = binder.preprocess_video(v_shift, WORLD.fps).flatten(0, 1)
+            xt = binder.preprocess_video(v_in, WORLD.fps).flatten(0, 1)
+            lam = torch.empty(len(xs), *[1] * (xs.ndim - 1), device=dev).uniform_(0.3, 1.0)
+            l_ga = l_ga + args.grad_align_video * gradient_alignment_loss(
+                binder, "vision", lam * xs + (1 - lam) * xt, xt, ea_true.flatten(0, 1))
         if adversary is not None:
             neg_a = torch.cat([neg_a, adversary.negatives(binder, idx, ev.clips).flatten(0, 1)])
         truths = [clips.truths[i] for i in idx]
@@ -202,9 +224,9 @@ def stage_binder(args) -> dict:
         l_va = _info_nce(ev.clips.flatten(0, 1), ea_true.flatten(0, 1), scale, neg_a, neg_v)
         l_vt = soft_info_nce(scale * et @ ev.pooled.t(), _compat(caps, truths))
         l_at = soft_info_nce(scale * et @ ea.pooled[: len(idx)].t(), _compat(caps, truths))
-        loss = l_va + 0.5 * (l_vt + l_at) + args.grad_align * l_ga
+        loss = l_va + 0.5 * (l_vt + l_at) + l_ga
         terms = {"va": l_va.item(), "vt": l_vt.item(), "at": l_at.item()}
-        if args.grad_align > 0:
+        if args.grad_align > 0 or args.grad_align_video > 0:
             terms["ga"] = l_ga.item()
         loop.update(loss, terms)
     binder.eval()
@@ -216,8 +238,8 @@ def stage_binder(args) -> dict:
         extra.update(adv_steps=args.adv_steps, adv_eps=args.adv_eps)
     if args.adv_latent_steps > 0:
         extra.update(adv_latent_steps=args.adv_latent_steps)
-    if args.grad_align > 0:
-        extra["grad_align"] = args.grad_align
+    if args.grad_align > 0 or args.grad_align_video > 0:
+        extra.update(grad_align=args.grad_align, grad_align_video=args.grad_align_video)
     if args.init is not None:
         extra["init"] = str(args.init)
     return _finish(args, loop, "binder", extra)
