@@ -22,9 +22,11 @@ embedding through the VAE decoder and the vocoder-free mel path. ``--grad-align 
 times a term on the binder's *input gradient*, the signal guidance follows: at points
 between the shifted and the true audio of a window, the gradient of the video-audio cosine
 must point towards the true audio (cosine with the difference, over the whole fbank and
-over its per-frame sums; double backward); ``--grad-align-video W`` the same for the
-video input, towards the true video from the shifted one. ``--init DIR`` starts from a trained binder
-(fine-tuning) instead of random weights.
+over its per-frame sums; double backward); half the windows start instead from the clip's
+average window (events blurred over every position, as in an early prediction).
+``--grad-align-video W`` does the same for the video input, towards the true video from
+the shifted one. ``--init DIR`` starts from a trained binder (fine-tuning) instead of
+random weights.
 """
 
 from __future__ import annotations
@@ -201,10 +203,14 @@ def stage_binder(args) -> dict:
             neg_v = F.normalize(binder.model.embed("vision", xv), dim=-1)
         l_ga = torch.zeros((), device=dev)
         if args.grad_align > 0:
-            xs = binder.preprocess_audio(a_shift, WORLD.sample_rate).flatten(0, 1)
-            xt = binder.preprocess_audio(a_in, WORLD.sample_rate).flatten(0, 1)
-            # Points along the way from the shifted to the true audio, as guidance meets them
-            # from an undecided prediction: the direction to the truth is the same everywhere.
+            xs = binder.preprocess_audio(a_shift, WORLD.sample_rate)
+            xt = binder.preprocess_audio(a_in, WORLD.sample_rate)
+            # Start from the shifted audio, or (half the windows) from the clip's average
+            # window, which has every event blurred over all positions, as an early
+            # prediction does; then a point on the way to the true audio (same direction).
+            avg = xt.mean(dim=1, keepdim=True).expand_as(xt)
+            coin = torch.rand(*xt.shape[:2], *[1] * (xt.ndim - 2), device=dev) < 0.5
+            xs, xt = torch.where(coin, avg, xs).flatten(0, 1), xt.flatten(0, 1)
             lam = torch.empty(len(xs), 1, 1, 1, device=dev).uniform_(0.3, 1.0)
             l_ga = args.grad_align * gradient_alignment_loss(
                 binder, "audio", lam * xs + (1 - lam) * xt, xt, ev.clips.flatten(0, 1))
