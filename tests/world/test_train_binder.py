@@ -132,3 +132,20 @@ def test_init_from_a_binder_with_other_clips_is_a_clear_error(tmp_path) -> None:
                                       "--models", str(tmp_path / "out"), "--device", "cpu"])
     with pytest.raises(AvbridgeError, match="binder clips"):
         run_stage("binder", args)
+
+
+def test_binder_stage_runs_with_gradient_alignment(tmp_path, monkeypatch) -> None:
+    import json
+
+    from avbridge.world.train import build_parser, run_stage
+
+    monkeypatch.chdir(tmp_path)  # the clip cache and the work folder are relative to it
+    args = build_parser().parse_args(["binder", "--steps", "2", "--clips", "4", "--batch", "2",
+                                      "--grad-align", "1", "--grad-align-video", "0.5",
+                                      "--models", str(tmp_path / "out"), "--device", "cpu"])
+    run_stage("binder", args)
+    info = json.loads((tmp_path / "out" / "training.json").read_text())["binder"]
+    assert info["steps"] == 2 and info["grad_align"] == 1.0 and info["grad_align_video"] == 0.5
+    assert "--grad-align 1.0 --grad-align-video 0.5" in info["command"]
+    assert 0 < info["final_losses"]["ga"] < 2 * 1.5 + 1e-6  # both terms, each in [0, 2] x weight
+    assert ImageBindBinder.from_pretrained(tmp_path / "out" / "binder").clips == BINDER_CLIPS

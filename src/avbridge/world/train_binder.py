@@ -192,10 +192,12 @@ def stage_binder(args) -> dict:
         ea = binder.embed_audio(torch.cat([a_in, a_shift]), WORLD.sample_rate)
         ea_true, ea_shift = ea.clips[: len(idx)], ea.clips[len(idx):]
         neg_a, neg_v = ea_shift.flatten(0, 1), None
+        v_shift = None
+        if args.adv_steps > 0 or args.grad_align_video > 0:
+            v_shift = torch.stack([torch.roll(v_in[i], s // spf, dims=0) for i, s in enumerate(shifts)])
         if args.adv_steps > 0:
             xa = binder.preprocess_audio(a_shift, WORLD.sample_rate).flatten(0, 1)
             xa = adversarial_inputs(binder, "audio", xa, ev.clips.flatten(0, 1), args.adv_eps, args.adv_steps)
-            v_shift = torch.stack([torch.roll(v_in[i], s // spf, dims=0) for i, s in enumerate(shifts)])
             xv = binder.preprocess_video(v_shift, WORLD.fps).flatten(0, 1)
             xv = adversarial_inputs(binder, "vision", xv, ea_true.flatten(0, 1),
                                     2 * args.adv_eps, args.adv_steps)
@@ -215,7 +217,6 @@ def stage_binder(args) -> dict:
             l_ga = args.grad_align * gradient_alignment_loss(
                 binder, "audio", lam * xs + (1 - lam) * xt, xt, ev.clips.flatten(0, 1))
         if args.grad_align_video > 0:
-            v_shift = torch.stack([torch.roll(v_in[i], s // spf, dims=0) for i, s in enumerate(shifts)])
             xs = binder.preprocess_video(v_shift, WORLD.fps).flatten(0, 1)
             xt = binder.preprocess_video(v_in, WORLD.fps).flatten(0, 1)
             lam = torch.empty(len(xs), *[1] * (xs.ndim - 1), device=dev).uniform_(0.3, 1.0)
