@@ -192,36 +192,37 @@ def stage_binder(args) -> dict:
         ea = binder.embed_audio(torch.cat([a_in, a_shift]), WORLD.sample_rate)
         ea_true, ea_shift = ea.clips[: len(idx)], ea.clips[len(idx):]
         neg_a, neg_v = ea_shift.flatten(0, 1), None
-        v_shift = None
+        # Model inputs of the shifted audio / video, for the adversary and the gradient terms.
+        xa_shift = xv_shift = None
+        if args.adv_steps > 0 or args.grad_align > 0:
+            xa_shift = binder.preprocess_audio(a_shift, WORLD.sample_rate)
         if args.adv_steps > 0 or args.grad_align_video > 0:
             v_shift = torch.stack([torch.roll(v_in[i], s // spf, dims=0) for i, s in enumerate(shifts)])
+            xv_shift = binder.preprocess_video(v_shift, WORLD.fps).flatten(0, 1)
         if args.adv_steps > 0:
-            xa = binder.preprocess_audio(a_shift, WORLD.sample_rate).flatten(0, 1)
-            xa = adversarial_inputs(binder, "audio", xa, ev.clips.flatten(0, 1), args.adv_eps, args.adv_steps)
-            xv = binder.preprocess_video(v_shift, WORLD.fps).flatten(0, 1)
-            xv = adversarial_inputs(binder, "vision", xv, ea_true.flatten(0, 1),
+            xa = adversarial_inputs(binder, "audio", xa_shift.flatten(0, 1), ev.clips.flatten(0, 1),
+                                    args.adv_eps, args.adv_steps)
+            xv = adversarial_inputs(binder, "vision", xv_shift, ea_true.flatten(0, 1),
                                     2 * args.adv_eps, args.adv_steps)
             neg_a = torch.cat([neg_a, F.normalize(binder.model.embed("audio", xa), dim=-1)])
             neg_v = F.normalize(binder.model.embed("vision", xv), dim=-1)
         l_ga = torch.zeros((), device=dev)
         if args.grad_align > 0:
-            xs = binder.preprocess_audio(a_shift, WORLD.sample_rate)
             xt = binder.preprocess_audio(a_in, WORLD.sample_rate)
             # Start from the shifted audio, or (half the windows) from the clip's average
             # window, which has every event blurred over all positions, as an early
             # prediction does; then a point on the way to the true audio (same direction).
             avg = xt.mean(dim=1, keepdim=True).expand_as(xt)
             coin = torch.rand(*xt.shape[:2], *[1] * (xt.ndim - 2), device=dev) < 0.5
-            xs, xt = torch.where(coin, avg, xs).flatten(0, 1), xt.flatten(0, 1)
+            xs, xt = torch.where(coin, avg, xa_shift).flatten(0, 1), xt.flatten(0, 1)
             lam = torch.empty(len(xs), 1, 1, 1, device=dev).uniform_(0.3, 1.0)
             l_ga = args.grad_align * gradient_alignment_loss(
                 binder, "audio", lam * xs + (1 - lam) * xt, xt, ev.clips.flatten(0, 1))
         if args.grad_align_video > 0:
-            xs = binder.preprocess_video(v_shift, WORLD.fps).flatten(0, 1)
             xt = binder.preprocess_video(v_in, WORLD.fps).flatten(0, 1)
-            lam = torch.empty(len(xs), *[1] * (xs.ndim - 1), device=dev).uniform_(0.3, 1.0)
+            lam = torch.empty(len(xt), *[1] * (xt.ndim - 1), device=dev).uniform_(0.3, 1.0)
             l_ga = l_ga + args.grad_align_video * gradient_alignment_loss(
-                binder, "vision", lam * xs + (1 - lam) * xt, xt, ea_true.flatten(0, 1))
+                binder, "vision", lam * xv_shift + (1 - lam) * xt, xt, ea_true.flatten(0, 1))
         if adversary is not None:
             neg_a = torch.cat([neg_a, adversary.negatives(binder, idx, ev.clips).flatten(0, 1)])
         truths = [clips.truths[i] for i in idx]
