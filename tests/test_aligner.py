@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from avbridge.aligner import AlignConfig, Condition, align, align_joint
+from avbridge.aligner import AlignConfig, Condition, align, align_joint, envelope_projection
 from avbridge.errors import AvbridgeError
 from avbridge.generators.base import MediaSpec
 from conftest import FakeBinder, FakeGenerator
@@ -233,6 +233,53 @@ def test_audio_path_mel_skips_the_vocoder_inside_the_loop(tiny_components, path,
 def test_audio_path_validation():
     with pytest.raises(ValueError, match="audio_path"):
         AlignConfig(audio_path="spectrogram")
+    with pytest.raises(ValueError, match="mel_grad"):
+        AlignConfig(mel_grad="smooth")
+
+
+def test_envelope_projection_keeps_the_smoothed_per_frame_mean():
+    g = torch.randn(2, 30, 8, generator=torch.Generator().manual_seed(0))
+    out = envelope_projection(g, sigma_frames=1.0)
+    assert out.shape == g.shape
+    assert torch.allclose(out, out[..., :1].expand_as(out))  # the same at every mel bin
+    flat = envelope_projection(torch.ones(1, 30, 8) * 3.0)
+    assert torch.allclose(flat, torch.full_like(flat, 3.0))  # a constant passes unchanged
+    impulse = torch.zeros(1, 30, 8)
+    impulse[0, 15, :] = 1.0
+    profile = envelope_projection(impulse)[0, :, 0]
+    assert int(profile.argmax()) == 15 and profile.sum() == pytest.approx(1.0, abs=1e-5)
+    assert profile[14] == pytest.approx(profile[16]) and 0 < profile[13] < profile[14] < profile[15]
+    assert profile[:11].abs().max() == 0 and profile[20:].abs().max() == 0  # 3-sigma support
+
+
+def test_mel_grad_envelope_filters_the_gradient_reaching_the_log_mel(tiny_components, monkeypatch):
+    """What reaches the decoded log-mel (and flows on to the latent) is the envelope
+    projection of the binder's gradient: recorded at the first guided step, where both runs
+    are in the same state."""
+    gen, binder = tiny_components.audio, tiny_components.binder
+    seen: dict[str, list[torch.Tensor]] = {"full": [], "envelope": []}
+    features = gen.decode_features
+    mode = {"now": "full"}
+
+    def recording_features(z0, spec):
+        feats = features(z0, spec)
+        if feats.log_mel.requires_grad:
+            feats.log_mel.register_hook(lambda g: seen[mode["now"]].append(g.detach().clone()))
+        return feats
+
+    monkeypatch.setattr(gen, "decode_features", recording_features)
+    torch.set_num_threads(1)
+    outs = {}
+    for m in ("full", "envelope"):
+        mode["now"] = m
+        cfg = AlignConfig(steps=4, window=(0.5, 1.0), mel_grad=m)
+        outs[m] = align(gen, binder, spec=MediaSpec(duration_s=1.0), condition=video_condition(),
+                        prompt="a dog", config=cfg, seed=0)
+        assert all(math.isfinite(v) for v in outs[m].trace.step_loss)
+    full, env = seen["full"][0], seen["envelope"][0]
+    assert not torch.allclose(full, full[..., :1].expand_as(full))
+    assert torch.allclose(env, envelope_projection(full), atol=1e-7)
+    assert not torch.allclose(outs["full"].media["audio"], outs["envelope"].media["audio"])
 
 
 def test_guidance_dtype_autocasts_the_guidance_branch_only(tiny_components, monkeypatch):

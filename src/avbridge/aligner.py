@@ -72,6 +72,12 @@ class AlignConfig:
     (no vocoder; used when the generator has ``decode_features`` and the binder
     ``embed_audio_features``, else the waveform path); ``"waveform"``: VAE -> vocoder ->
     waveform -> fbank. The final output and ``trace.final_loss`` always use the vocoder.
+    ``mel_grad``: on the mel path, what of the binder's gradient reaches the log-mel.
+    ``"full"``: all of it; ``"envelope"``: only its loudness-over-time part (per frame,
+    the mean over mel bins, smoothed over a few frames), a smoothing preconditioner in
+    the spirit of Sobolev gradients. A small binder's full gradient is dominated by
+    fine time-frequency detail nearly orthogonal to the way to the right audio; its
+    envelope is what moves sound events (docs/world.md).
     ``guidance_dtype``: run the guidance branch only (differentiable decode, binder,
     loss and their backward) under ``torch.autocast`` in this dtype; the UNet, the sampler
     and the final decode keep the models' dtype. The update is a sign step (Adam-sign) or
@@ -93,6 +99,7 @@ class AlignConfig:
     recompute_eps: bool = False
     frame_subset: bool = True
     audio_path: Literal["mel", "waveform"] = "mel"
+    mel_grad: Literal["full", "envelope"] = "full"
     guidance_dtype: Literal["bfloat16", "float16"] | None = None
 
     def __post_init__(self) -> None:
@@ -106,6 +113,8 @@ class AlignConfig:
             raise ValueError(f"inner_steps must be >= 1, got {self.inner_steps}")
         if self.audio_path not in ("mel", "waveform"):
             raise ValueError(f"audio_path must be 'mel' or 'waveform', got {self.audio_path!r}")
+        if self.mel_grad not in ("full", "envelope"):
+            raise ValueError(f"mel_grad must be 'full' or 'envelope', got {self.mel_grad!r}")
         if self.update not in UPDATES:
             raise ValueError(f"update must be one of {', '.join(UPDATES)}, got {self.update!r}")
         start, stop = self.window
@@ -245,6 +254,31 @@ def uses_mel_path(generator: Generator, binder: Binder, config: AlignConfig) -> 
     )
 
 
+def envelope_projection(grad: torch.Tensor, sigma_frames: float = 1.0) -> torch.Tensor:
+    """Keep the loudness-over-time part of a (B, T, n_mels) log-mel gradient: its mean over
+    mel bins at each frame, smoothed along time by a Gaussian of ``sigma_frames``."""
+    profile = grad.mean(dim=-1)  # (B, T)
+    radius = max(1, math.ceil(3 * sigma_frames))
+    taps = torch.arange(-radius, radius + 1, dtype=torch.float32, device=grad.device)
+    kernel = torch.exp(-0.5 * (taps / sigma_frames) ** 2)
+    kernel = (kernel / kernel.sum()).to(profile.dtype)
+    padded = torch.nn.functional.pad(profile[:, None], (radius, radius), mode="replicate")
+    smooth = torch.nn.functional.conv1d(padded, kernel.view(1, 1, -1))[:, 0]
+    return smooth[..., None].expand_as(grad).contiguous()
+
+
+class _EnvelopeGradient(torch.autograd.Function):
+    """Identity forward; backward passes only :func:`envelope_projection` of the gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return envelope_projection(grad)
+
+
 def _embed_for_binder(
     stream: Stream, z0: torch.Tensor, binder: Binder, config: AlignConfig,
     embed: Callable[[str, torch.Tensor, float | None], Embedding],
@@ -253,6 +287,8 @@ def _embed_for_binder(
     gen = stream.generator
     if uses_mel_path(gen, binder, config):
         feats = gen.decode_features(z0, stream.spec)  # type: ignore[attr-defined]
+        if config.mel_grad == "envelope":
+            feats.log_mel = _EnvelopeGradient.apply(feats.log_mel)
         accepts = getattr(binder, "accepts_audio_features", None)
         if accepts is None or accepts(feats):
             return embed("audio-features", feats, None)  # type: ignore[arg-type]

@@ -246,6 +246,13 @@ def _add_sampling_options(p: argparse.ArgumentParser, *, takes_prompt: bool = Tr
         "task's)",
     )
     a.add_argument(
+        "--mel-grad",
+        choices=("full", "envelope"),
+        help="on the mel path, what of the binder's gradient reaches the log-mel: 'full', or "
+        "'envelope' = only its loudness over time (per-frame mean over mel bins, smoothed), which "
+        "moves sound events (default: the task's)",
+    )
+    a.add_argument(
         "--guidance-dtype",
         choices=("bfloat16", "float16"),
         help="run only the guidance branch (decode, binder, their backward) under autocast in this "
@@ -413,6 +420,7 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "inner_steps": "inner_steps",
         "update": "update",
         "audio_path": "audio_path",
+        "mel_grad": "mel_grad",
         "guidance_dtype": "guidance_dtype",
     }
     for arg, field in pairs.items():
