@@ -8,6 +8,12 @@ setting with the highest ``sync_f1 + class_acc`` (class accuracy alone for I2A/A
 ``avbridge.tasks.default_config(task, preset="world")`` then uses.
 
     python scripts/tune_world_guidance.py --tasks v2a,a2v --n 30 --steps 10 --write
+    python scripts/tune_world_guidance.py --tasks v2a --n 50 --lrs v2a=0.1,0.2,0.3 \
+        --set mel_grad=envelope --write
+
+``--lrs TASK=LR,LR,...`` replaces a task's learning-rate grid; ``--set FIELD=VALUE``
+(repeatable, as in ``avbridge world bench``) fixes an ``AlignConfig`` field for every
+guided run, and is stored with the picks.
 """
 
 from __future__ import annotations
@@ -29,8 +35,9 @@ def score(summary: dict) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from avbridge.errors import AvbridgeError
     from avbridge.registry import TASK_NEEDS, load_components, world_models_dir
-    from avbridge.world.bench import run_bench
+    from avbridge.world.bench import parse_overrides, run_bench
     from avbridge.world.evalmodels import EvalModels
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -39,8 +46,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--out", type=Path, default=Path("runs/tune-guidance.json"))
     p.add_argument("--write", action="store_true", help="merge the picks into models/guidance.json")
+    p.add_argument("--lrs", action="append", default=[], metavar="TASK=LR,LR",
+                   help="learning-rate grid for a task (repeatable)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="FIELD=VALUE",
+                   help="fix an AlignConfig field for every guided run (repeatable)")
     args = p.parse_args(argv)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    grid = dict(GRID)
+    for item in args.lrs:
+        task, _, lrs = item.partition("=")
+        if task not in GRID or not lrs:
+            p.error(f"--lrs {item!r}: expected TASK=LR,LR with TASK one of {', '.join(GRID)}")
+        grid[task] = [float(v) for v in lrs.split(",")]
+    try:
+        fixed = parse_overrides(args.sets)
+    except AvbridgeError as e:
+        p.error(str(e))
     need = sorted({g for t in tasks for g in TASK_NEEDS[t]})
     comps = load_components("world", need=need)
     evalm = EvalModels.load()
@@ -49,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     for task in tasks:
         results[task] = []
-        for j, lr in enumerate(GRID[task]):
-            over = {} if lr is None else {"lr": lr}
+        for j, lr in enumerate(grid[task]):
+            over = dict(fixed) if lr is None else {**fixed, "lr": lr}
             r = run_bench(args.n, (task,), components=comps, evalmodels=evalm, steps=args.steps,
                           per_clip=task in ("v2a", "a2v", "joint"), split="val", overrides=over,
                           vanilla=j == 0, log=None)  # vanilla does not depend on the lr
@@ -62,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{task} lr={lr} {variant:16s} {fmt}  ({time.time() - t0:.0f} s)", flush=True)
         guided = [r for r in results[task] if r["variant"] != "vanilla"]
         best = max(guided, key=lambda r: score(r["summary"]))
-        pick = {"per_clip": best["variant"] == "guided-per-clip"}
+        pick = {"per_clip": best["variant"] == "guided-per-clip", **fixed}
         if best["lr"] is not None:
             pick["lr"] = best["lr"]
         pick["_val"] = {m: round(v[0], 3) for m, v in best["summary"].items() if m != "n"}
