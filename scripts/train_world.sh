@@ -31,4 +31,5 @@ else
 fi
 if $PY -c "import avbridge.world.train_binder" 2>/dev/null; then
   $T binder $COMMON --minutes "$(m 5.0)"
+  $T binder-align $COMMON --minutes "$(m 5.0)"
 fi

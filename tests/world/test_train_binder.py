@@ -149,3 +149,30 @@ def test_binder_stage_runs_with_gradient_alignment(tmp_path, monkeypatch) -> Non
     assert "--grad-align 1.0 --grad-align-video 0.5" in info["command"]
     assert 0 < info["final_losses"]["ga"] < 2 * 1.5 + 1e-6  # both terms, each in [0, 2] x weight
     assert ImageBindBinder.from_pretrained(tmp_path / "out" / "binder").clips == BINDER_CLIPS
+
+
+def test_binder_align_stage_fine_tunes_the_trained_binder_in_place(tmp_path, monkeypatch) -> None:
+    import json
+
+    import pytest
+    from safetensors.torch import load_file
+
+    from avbridge.errors import AvbridgeError
+    from avbridge.world.train import build_parser, run_stage
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    common = ["--clips", "4", "--batch", "2", "--models", str(out), "--device", "cpu"]
+    with pytest.raises(AvbridgeError, match="binder.*missing.*train binder"):
+        run_stage("binder-align", build_parser().parse_args(["binder-align", "--steps", "1", *common]))
+    run_stage("binder", build_parser().parse_args(["binder", "--steps", "1", *common]))
+    before = load_file(out / "binder" / "model.safetensors")
+    run_stage("binder-align", build_parser().parse_args(["binder-align", "--steps", "2", *common]))
+    after = load_file(out / "binder" / "model.safetensors")
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    info = json.loads((out / "training.json").read_text())
+    assert set(info) == {"binder", "binder-align"}
+    align = info["binder-align"]
+    assert align["steps"] == 2 and align["grad_align"] == 4.0 and align["init"] == str(out / "binder")
+    assert "binder-align" in align["command"] and "--cosine" in align["command"]
+    assert align["final_losses"]["ga"] > 0

@@ -11,6 +11,8 @@ Stages, in dependency order (the UNets need their VAE and text encoder):
 - ``video-vae``   AutoencoderKL on 32x32 frames -> latents (4, 8, 8)
 - ``video-unet``  UNetMotionModel + CLIPTextModel (trained jointly) on 32-frame clips
 - ``binder``      ImageBind-architecture binder, InfoNCE video-audio-text (train_binder.py)
+- ``binder-align`` fine-tunes that binder with the gradient-alignment term added, so that
+  its input gradient points at correctly timed audio (``--grad-align``, default 4)
 
 Each stage writes diffusers/transformers folders into ``--models`` (default: the
 package's ``avbridge/world/models``), its running log and checkpoint into
@@ -594,6 +596,19 @@ def stage_binder(args) -> dict:
     return run(args)
 
 
+def stage_binder_align(args) -> dict:
+    """Fine-tune the trained binder (``--init``, default ``--models``/binder) in place with
+    the gradient-alignment term (``--grad-align``, default 4) and cosine decay."""
+    from avbridge.world.train_binder import stage_binder as run
+
+    if args.init is None:
+        args.init = _require(args.models / "binder" / "model.safetensors", "binder").parent
+    if args.grad_align <= 0:
+        args.grad_align = 4.0
+    args.cosine = True
+    return run(args, stage="binder-align")
+
+
 STAGES: dict[str, tuple[Callable, dict]] = {
     # name: (function, defaults)
     "audio-vae": (stage_audio_vae, dict(steps=4000, batch=16, lr=1e-3, seed=11)),
@@ -603,6 +618,7 @@ STAGES: dict[str, tuple[Callable, dict]] = {
     "video-vae": (stage_video_vae, dict(steps=4000, batch=32, lr=1e-3, seed=15)),
     "video-unet": (stage_video_unet, dict(steps=8000, batch=4, lr=1e-3, seed=16)),
     "binder": (stage_binder, dict(steps=3000, batch=64, lr=5e-4, seed=17)),
+    "binder-align": (stage_binder_align, dict(steps=100000, batch=32, lr=3e-4, seed=18)),
 }
 
 

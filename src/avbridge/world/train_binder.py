@@ -158,7 +158,7 @@ class LatentAdversary:
         return self.embed(binder, z)
 
 
-def stage_binder(args) -> dict:
+def stage_binder(args, stage: str = "binder") -> dict:
     from avbridge.world.train import _compat, _finish, soft_info_nce
 
     dev = args.device
@@ -250,4 +250,4 @@ def stage_binder(args) -> dict:
         extra.update(grad_align=args.grad_align, grad_align_video=args.grad_align_video)
     if args.init is not None:
         extra["init"] = str(args.init)
-    return _finish(args, loop, "binder", extra)
+    return _finish(args, loop, stage, extra)
