@@ -10,9 +10,12 @@ rises but the onsets stay where they were, the binder can be satisfied without m
 events, and no sampler setting can make guidance place them. Also printed: the cosine
 between the objective's gradient with respect to the start log-mel and the direction
 from the start log-mel to this clip's true one (about 0 for a random direction; positive
-if the gradient points at the right audio), and the correlation of the gradient's sum over
-mel bins (the energy it adds per frame) with the first 60 ms after each true event, from
-the start latent and from a silent (all-zero) one. Figures in docs/world.md.
+if the gradient points at the right audio), the same for the gradient's envelope (what
+``AlignConfig(mel_grad="envelope")`` lets through: per-frame mean over mel bins, smoothed;
+at most 0.69 here, the cosine of the true direction's own envelope with it), and the
+correlation of the gradient's sum over mel bins (the energy it adds per frame) with the
+first 60 ms after each true event, from the start latent and from a silent (all-zero) one.
+Figures in docs/world.md.
 
     python scripts/world_guidance_ceiling.py [--n 10] [--iters 100] [--path mel|waveform] [--binder DIR]
 """
@@ -24,6 +27,7 @@ import argparse
 import torch
 import torch.nn.functional as F
 
+from avbridge.aligner import envelope_projection
 from avbridge.generators.audioldm import mel_spectrogram
 from avbridge.generators.base import MediaSpec
 from avbridge.registry import load_components
@@ -85,11 +89,12 @@ def main(argv: list[str] | None = None) -> int:
                                                  args.objective), mel)
         return g, mel.detach()
 
-    def gradient_alignment(z: torch.Tensor, ev: torch.Tensor, z_true: torch.Tensor) -> float:
+    def gradient_alignment(z: torch.Tensor, ev: torch.Tensor, z_true: torch.Tensor) -> tuple[float, float]:
         g, mel = mel_gradient(z, ev)
         with torch.no_grad():
             toward = gen.decode_features(z_true, spec).log_mel - mel
-        return float(F.cosine_similarity(g.flatten(), toward.flatten(), 0))
+        return (float(F.cosine_similarity(g.flatten(), toward.flatten(), 0)),
+                float(F.cosine_similarity(envelope_projection(g).flatten(), toward.flatten(), 0)))
 
     def onset_correlation(z: torch.Tensor, ev: torch.Tensor, times: list[float]) -> float:
         """Correlation over mel frames of the gradient's per-frame sum (energy it adds) with
@@ -104,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         a, b = profile - profile.mean(), ind - ind.mean()
         return float((a * b).sum() / (a.norm() * b.norm() + 1e-12))
 
-    totals = torch.zeros(7)
+    totals = torch.zeros(8)
     for i in range(args.n):
         clip, other = clips[i], clips[i + 1]
         video = torch.from_numpy(clip.video.frames).movedim(-1, 1)[None]
@@ -114,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 
         truth = clip.truth["event_times"]
         c0, f0, on0 = measure(z, ev, truth)
-        gcos = gradient_alignment(z, ev, encode(clip.audio.samples))
+        gcos, gcos_env = gradient_alignment(z, ev, encode(clip.audio.samples))
         ocor = onset_correlation(z, ev, truth)
         ocor_silent = onset_correlation(torch.zeros_like(z), ev, truth)
         for _ in range(args.iters):
@@ -122,15 +127,17 @@ def main(argv: list[str] | None = None) -> int:
             (1 - window_cosine(ev, embed(z), args.objective)).backward()
             opt.step()
         c1, f1, on1 = measure(z, ev, truth)
-        totals += torch.tensor([c0, f0, c1, f1, gcos, ocor, ocor_silent])
+        totals += torch.tensor([c0, f0, c1, f1, gcos, ocor, ocor_silent, gcos_env])
         print(f"clip {clip.truth['seed']}: truth {clip.truth['event_times']}\n"
               f"  start {[round(t, 2) for t in on0]} cosine {c0:.3f} sync F1 {f0:.2f} "
-              f"(gradient vs the way to the true log-mel: cosine {gcos:.4f}; its per-frame sum "
+              f"(gradient vs the way to the true log-mel: cosine {gcos:.4f}, its envelope {gcos_env:.4f}; "
+              f"its per-frame sum "
               f"vs the true onsets: correlation {ocor:.3f}, from silence {ocor_silent:.3f})\n"
               f"  after {[round(t, 2) for t in on1]} cosine {c1:.3f} sync F1 {f1:.2f}", flush=True)
-    c0, f0, c1, f1, gcos, ocor, ocor_silent = (totals / args.n).tolist()
+    c0, f0, c1, f1, gcos, ocor, ocor_silent, gcos_env = (totals / args.n).tolist()
     print(f"mean over {args.n} clips: binder cosine {c0:.3f} -> {c1:.3f}, sync F1 {f0:.3f} -> {f1:.3f}; "
-          f"gradient vs the way to the true log-mel: cosine {gcos:.4f}; gradient's per-frame sum vs "
+          f"gradient vs the way to the true log-mel: cosine {gcos:.4f} (its envelope: {gcos_env:.4f}); "
+          f"gradient's per-frame sum vs "
           f"the true onsets: correlation {ocor:.3f} (from silence {ocor_silent:.3f})")
     return 0
 

@@ -12,7 +12,8 @@ import json
 import sys
 from pathlib import Path
 
-ORDER = ["audio-vae", "vocoder", "audio-text", "audio-unet", "video-vae", "video-unet", "binder"]
+ORDER = ["audio-vae", "vocoder", "audio-text", "audio-unet", "video-vae", "video-unet", "binder",
+         "binder-align"]
 
 
 def main(argv: list[str]) -> int:
