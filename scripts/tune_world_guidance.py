@@ -8,12 +8,13 @@ setting with the highest ``sync_f1 + class_acc`` (class accuracy alone for I2A/A
 ``avbridge.tasks.default_config(task, preset="world")`` then uses.
 
     python scripts/tune_world_guidance.py --tasks v2a,a2v --n 30 --steps 10 --write
-    python scripts/tune_world_guidance.py --tasks v2a --n 50 --lrs v2a=0.1,0.2,0.3 \
-        --set mel_grad=envelope --write
+    python scripts/tune_world_guidance.py --tasks v2a --n 50 --grid lr=0.1,0.2,0.3 \
+        --grid mel_grad=full,envelope --write
 
-``--lrs TASK=LR,LR,...`` replaces a task's learning-rate grid; ``--set FIELD=VALUE``
-(repeatable, as in ``avbridge world bench``) fixes an ``AlignConfig`` field for every
-guided run, and is stored with the picks.
+``--grid FIELD=V1,V2,...`` (repeatable) tries every combination of these values of
+``AlignConfig`` fields, ``lr`` replacing the tasks' own learning-rate grids; ``--set
+FIELD=VALUE`` (repeatable, as in ``avbridge world bench``) fixes a field for every
+guided run. Both are stored with the picks.
 """
 
 from __future__ import annotations
@@ -46,22 +47,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--out", type=Path, default=Path("runs/tune-guidance.json"))
     p.add_argument("--write", action="store_true", help="merge the picks into models/guidance.json")
-    p.add_argument("--lrs", action="append", default=[], metavar="TASK=LR,LR",
-                   help="learning-rate grid for a task (repeatable)")
+    p.add_argument("--grid", action="append", default=[], metavar="FIELD=V1,V2",
+                   help="values of an AlignConfig field to try (repeatable: every combination; "
+                        "lr replaces the tasks' own grids)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="FIELD=VALUE",
                    help="fix an AlignConfig field for every guided run (repeatable)")
     args = p.parse_args(argv)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    grid = dict(GRID)
-    for item in args.lrs:
-        task, _, lrs = item.partition("=")
-        if task not in GRID or not lrs:
-            p.error(f"--lrs {item!r}: expected TASK=LR,LR with TASK one of {', '.join(GRID)}")
-        grid[task] = [float(v) for v in lrs.split(",")]
     try:
         fixed = parse_overrides(args.sets)
+        axes = []  # one list of {field: value} per --grid field
     except AvbridgeError as e:
         p.error(str(e))
+    for item in args.grid:
+        field, _, values = item.partition("=")
+        try:
+            axes.append([parse_overrides([f"{field}={v}"]) for v in values.split(",")])
+        except AvbridgeError as e:
+            p.error(f"--grid {item!r}: {e}")
+
+    def settings(task: str) -> list[dict]:
+        """Every combination: the task's lr grid (unless --grid lr) x the --grid fields."""
+        combos = [{}] if any("lr" in a[0] for a in axes) else [
+            {} if lr is None else {"lr": lr} for lr in GRID[task]]
+        for axis in axes:
+            combos = [{**c, **v} for c in combos for v in axis]
+        return combos
+
     need = sorted({g for t in tasks for g in TASK_NEEDS[t]})
     comps = load_components("world", need=need)
     evalm = EvalModels.load()
@@ -70,22 +82,21 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     for task in tasks:
         results[task] = []
-        for j, lr in enumerate(grid[task]):
-            over = dict(fixed) if lr is None else {**fixed, "lr": lr}
+        for j, setting in enumerate(settings(task)):
             r = run_bench(args.n, (task,), components=comps, evalmodels=evalm, steps=args.steps,
-                          per_clip=task in ("v2a", "a2v", "joint"), split="val", overrides=over,
-                          vanilla=j == 0, log=None)  # vanilla does not depend on the lr
+                          per_clip=task in ("v2a", "a2v", "joint"), split="val",
+                          overrides={**fixed, **setting},
+                          vanilla=j == 0, log=None)  # vanilla does not depend on guidance settings
             for variant, summ in r["summary"][task].items():
-                row = {"lr": lr, "variant": variant, "summary": summ}
+                row = {"setting": setting, "variant": variant, "summary": summ}
                 results[task].append(row)
                 fmt = "  ".join(f"{m} {v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]" for m, v in summ.items()
                                 if m in ("sync_f1", "class_acc"))
-                print(f"{task} lr={lr} {variant:16s} {fmt}  ({time.time() - t0:.0f} s)", flush=True)
+                label = " ".join(f"{k}={v}" for k, v in setting.items()) or "defaults"
+                print(f"{task} {label} {variant:16s} {fmt}  ({time.time() - t0:.0f} s)", flush=True)
         guided = [r for r in results[task] if r["variant"] != "vanilla"]
         best = max(guided, key=lambda r: score(r["summary"]))
-        pick = {"per_clip": best["variant"] == "guided-per-clip", **fixed}
-        if best["lr"] is not None:
-            pick["lr"] = best["lr"]
+        pick = {"per_clip": best["variant"] == "guided-per-clip", **fixed, **best["setting"]}
         pick["_val"] = {m: round(v[0], 3) for m, v in best["summary"].items() if m != "n"}
         picks[task] = pick
         print(f"{task}: pick {pick}", flush=True)
