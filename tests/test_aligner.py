@@ -8,7 +8,14 @@ from dataclasses import replace
 import pytest
 import torch
 
-from avbridge.aligner import AlignConfig, Condition, align, align_joint, envelope_projection
+from avbridge.aligner import (
+    AlignConfig,
+    Condition,
+    align,
+    align_joint,
+    envelope_projection,
+    frame_envelope_projection,
+)
 from avbridge.errors import AvbridgeError
 from avbridge.generators.base import MediaSpec
 from conftest import FakeBinder, FakeGenerator
@@ -319,3 +326,38 @@ def test_diverged_guidance_is_a_clear_error_not_nan_media():
     with pytest.raises(AvbridgeError, match="guidance diverged.*lower the latent learning rate"):
         v2a(gen, binder, update="grad", lr=float("inf"))
     assert torch.isfinite(v2a(gen, binder, update="grad", lr=2.0).media["audio"]).all()
+
+
+def test_frame_envelope_projection_keeps_per_frame_channel_means():
+    g = torch.randn(1, 5, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    out = frame_envelope_projection(g)
+    assert out.shape == g.shape
+    assert torch.allclose(out, g.mean(dim=(-2, -1), keepdim=True).expand_as(g))
+    assert torch.allclose(out.sum(dim=(-2, -1)), g.sum(dim=(-2, -1)), atol=1e-5)
+    with pytest.raises(ValueError, match="frame_grad"):
+        AlignConfig(frame_grad="blur")
+
+
+def test_frame_grad_envelope_filters_the_gradient_reaching_the_frames(fake_binder):
+    """A2V: what reaches the decoded frames is the per-frame mean of the binder's gradient,
+    recorded at the first guided step, where both runs are in the same state."""
+    audio = Condition("audio", torch.randn(1, 1600, generator=torch.Generator().manual_seed(0)), rate=800)
+    seen: dict[str, torch.Tensor] = {}
+    outs = {}
+    for mode in ("full", "envelope"):
+        gen = FakeGenerator("video", seed=2)
+        decode = gen.decode
+
+        def recording_decode(z0, spec, decode=decode, mode=mode):
+            frames = decode(z0, spec)
+            if frames.requires_grad and mode not in seen:
+                frames.register_hook(lambda g: seen.setdefault(mode, g.detach().clone()))
+            return frames
+
+        gen.decode = recording_decode
+        cfg = AlignConfig(steps=4, lr=0.05, frame_subset=False, frame_grad=mode)
+        outs[mode] = align(gen, fake_binder, spec=SPEC_V, condition=audio, prompt="a dog", config=cfg)
+    full, env = seen["full"], seen["envelope"]
+    assert not torch.allclose(full, frame_envelope_projection(full))
+    assert torch.allclose(env, frame_envelope_projection(full), atol=1e-7)
+    assert not torch.allclose(outs["full"].media["visual"], outs["envelope"].media["visual"])

@@ -378,7 +378,8 @@ def test_options_reach_the_align_config() -> None:
         ["joint", "--prompt", "x", "-o", "o.mp4", "--lr", "audio=0.2,video=0.02", "--steps", "7",
          "--window", "0.1", "0.9", "--update", "grad", "--per-clip", "--inner-steps", "3",
          "--prompt-lr", "0", "--cfg", "4", "--negative-prompt", "noisy", "--audio-path", "waveform",
-         "--guidance-dtype", "bfloat16", "--mel-grad", "envelope"]
+         "--guidance-dtype", "bfloat16", "--mel-grad", "envelope",
+         "--frame-grad", "envelope"]
     )  # fmt: skip
     cfg = cli.make_config("joint", cli.config_overrides(args))
     assert cfg.lr == {"audio": 0.2, "visual": 0.02}
@@ -392,6 +393,7 @@ def test_options_reach_the_align_config() -> None:
     assert (cfg.prompt_lr, cfg.guidance_scale, cfg.negative_prompt) == (0.0, 4.0, "noisy")
     assert cfg.audio_path == "waveform" and cfg.guidance_dtype == "bfloat16"
     assert cfg.mel_grad == "envelope" and cli.make_config("v2a", {}).mel_grad == "full"
+    assert cfg.frame_grad == "envelope" and cli.make_config("a2v", {}).frame_grad == "full"
     assert cli.make_config("v2a", {}).guidance_dtype is None
     default = cli.make_config("a2v", {})
     assert default.steps == 25 and default.prompt_lr > 0  # unset options keep the paper's task defaults

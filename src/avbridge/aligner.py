@@ -78,6 +78,8 @@ class AlignConfig:
     the spirit of Sobolev gradients. A small binder's full gradient is dominated by
     fine time-frequency detail nearly orthogonal to the way to the right audio; its
     envelope is what moves sound events (docs/world.md).
+    ``frame_grad``: the same for video frames: ``"envelope"`` passes only the per-frame,
+    per-channel mean over pixels of the gradient (brightness over time).
     ``guidance_dtype``: run the guidance branch only (differentiable decode, binder,
     loss and their backward) under ``torch.autocast`` in this dtype; the UNet, the sampler
     and the final decode keep the models' dtype. The update is a sign step (Adam-sign) or
@@ -100,6 +102,7 @@ class AlignConfig:
     frame_subset: bool = True
     audio_path: Literal["mel", "waveform"] = "mel"
     mel_grad: Literal["full", "envelope"] = "full"
+    frame_grad: Literal["full", "envelope"] = "full"
     guidance_dtype: Literal["bfloat16", "float16"] | None = None
 
     def __post_init__(self) -> None:
@@ -115,6 +118,8 @@ class AlignConfig:
             raise ValueError(f"audio_path must be 'mel' or 'waveform', got {self.audio_path!r}")
         if self.mel_grad not in ("full", "envelope"):
             raise ValueError(f"mel_grad must be 'full' or 'envelope', got {self.mel_grad!r}")
+        if self.frame_grad not in ("full", "envelope"):
+            raise ValueError(f"frame_grad must be 'full' or 'envelope', got {self.frame_grad!r}")
         if self.update not in UPDATES:
             raise ValueError(f"update must be one of {', '.join(UPDATES)}, got {self.update!r}")
         start, stop = self.window
@@ -267,16 +272,23 @@ def envelope_projection(grad: torch.Tensor, sigma_frames: float = 1.0) -> torch.
     return smooth[..., None].expand_as(grad).contiguous()
 
 
-class _EnvelopeGradient(torch.autograd.Function):
-    """Identity forward; backward passes only :func:`envelope_projection` of the gradient."""
+def frame_envelope_projection(grad: torch.Tensor) -> torch.Tensor:
+    """Keep the brightness-over-time part of a (B, T, C, H, W) frame gradient: its mean over
+    the pixels of each frame and channel."""
+    return grad.mean(dim=(-2, -1), keepdim=True).expand_as(grad).contiguous()
+
+
+class _ProjectedGradient(torch.autograd.Function):
+    """Identity forward; backward passes only ``project(grad)``."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, project: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        ctx.project = project
         return x.view_as(x)
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        return envelope_projection(grad)
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return ctx.project(grad), None
 
 
 def _embed_for_binder(
@@ -288,11 +300,13 @@ def _embed_for_binder(
     if uses_mel_path(gen, binder, config):
         feats = gen.decode_features(z0, stream.spec)  # type: ignore[attr-defined]
         if config.mel_grad == "envelope":
-            feats.log_mel = _EnvelopeGradient.apply(feats.log_mel)
+            feats.log_mel = _ProjectedGradient.apply(feats.log_mel, envelope_projection)
         accepts = getattr(binder, "accepts_audio_features", None)
         if accepts is None or accepts(feats):
             return embed("audio-features", feats, None)  # type: ignore[arg-type]
     media = _decode_for_binder(stream, z0, binder, config.frame_subset)
+    if config.frame_grad == "envelope" and gen.modality == "video" and media.dim() == 5:
+        media = _ProjectedGradient.apply(media, frame_envelope_projection)
     return embed(gen.modality, media, _media_rate(stream))
 
 

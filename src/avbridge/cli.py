@@ -253,6 +253,12 @@ def _add_sampling_options(p: argparse.ArgumentParser, *, takes_prompt: bool = Tr
         "moves sound events (default: the task's)",
     )
     a.add_argument(
+        "--frame-grad",
+        choices=("full", "envelope"),
+        help="what of the binder's gradient reaches generated video frames: 'full', or 'envelope' = "
+        "only each frame's mean per channel (brightness over time) (default: the task's)",
+    )
+    a.add_argument(
         "--guidance-dtype",
         choices=("bfloat16", "float16"),
         help="run only the guidance branch (decode, binder, their backward) under autocast in this "
@@ -421,6 +427,7 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "update": "update",
         "audio_path": "audio_path",
         "mel_grad": "mel_grad",
+        "frame_grad": "frame_grad",
         "guidance_dtype": "guidance_dtype",
     }
     for arg, field in pairs.items():
