@@ -210,7 +210,8 @@ def video_peaks(series: Sequence[float], fps: float, version: Version = "fixed")
 def audio_onsets(y: np.ndarray, sr: int = LIBROSA_SR) -> tuple[list[int], list[float]]:
     """Onset frames and times (s) from librosa's default onset strength and detector."""
     librosa = _librosa()
-    env = librosa.onset.onset_strength(y=y, sr=sr)
+    # float64 for the peak picker: numba 0.68's gufunc crashes (segfault) on float32 input.
+    env = librosa.onset.onset_strength(y=y, sr=sr).astype(np.float64)
     frames = librosa.onset.onset_detect(onset_envelope=env, sr=sr)
     times = librosa.frames_to_time(frames, sr=sr)
     return [int(f) for f in frames], [float(t) for t in times]
