@@ -101,9 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     tol = None
     for f in args.bench:
-        res = json.loads(f.read_text())
-        rows += res["rows"]
-        tol = res["config"].get("tolerance_s", tol)
+        try:
+            res = json.loads(f.read_text())
+            rows += res["rows"]
+            tol = res["config"].get("tolerance_s", tol)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            p.error(f"{f}: not a readable bench.json ({type(e).__name__}: {e})")
     print(report(rows, tol if tol is not None else 0.125))
     return 0
 
