@@ -32,9 +32,9 @@ def _precision(pred: list[float], ref: list[float], tol: float) -> float | None:
     return None if not pred else len(match_events(pred, ref, tol)) / len(pred)
 
 
-def _mean(xs: list[float]) -> float:
-    xs = [x for x in xs if x is not None]
-    return float(np.mean(xs)) if xs else math.nan
+def _mean(xs: list[float | None]) -> float:
+    vals = [x for x in xs if x is not None]
+    return float(np.mean(vals)) if vals else math.nan
 
 
 def report(rows: list[dict], tol: float) -> str:
@@ -95,6 +95,8 @@ def report(rows: list[dict], tol: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from avbridge.world.bench import TOL_S
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("bench", nargs="+", type=Path, help="bench.json files (rows are merged)")
     args = p.parse_args(argv)
@@ -107,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             tol = res["config"].get("tolerance_s", tol)
         except (OSError, ValueError, KeyError, TypeError) as e:
             p.error(f"{f}: not a readable bench.json ({type(e).__name__}: {e})")
-    print(report(rows, tol if tol is not None else 0.125))
+    print(report(rows, tol if tol is not None else TOL_S))
     return 0
 
 
