@@ -14,7 +14,8 @@ setting with the highest ``sync_f1 + class_acc`` (class accuracy alone for I2A/A
 ``--grid FIELD=V1,V2,...`` (repeatable) tries every combination of these values of
 ``AlignConfig`` fields, ``lr`` replacing the tasks' own learning-rate grids; ``--set
 FIELD=VALUE`` (repeatable, as in ``avbridge world bench``) fixes a field for every
-guided run. Both are stored with the picks.
+guided run. Both are stored with the picks. ``--per-clip-only`` halves a sweep's cost
+where the pooled loss is not in question.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
                         "lr replaces the tasks' own grids)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="FIELD=VALUE",
                    help="fix an AlignConfig field for every guided run (repeatable)")
+    p.add_argument("--per-clip-only", action="store_true",
+                   help="V2A/A2V/joint: try the per-clip loss only (no pooled-loss runs)")
     args = p.parse_args(argv)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     try:
@@ -86,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
             r = run_bench(args.n, (task,), components=comps, evalmodels=evalm, steps=args.steps,
                           per_clip=task in ("v2a", "a2v", "joint"), split="val",
                           overrides={**fixed, **setting},
-                          vanilla=j == 0, log=None)  # vanilla does not depend on guidance settings
+                          # vanilla does not depend on guidance settings: run it once
+                          vanilla=j == 0, pooled=not args.per_clip_only, log=None)
             for variant, summ in r["summary"][task].items():
                 row = {"setting": setting, "variant": variant, "summary": summ}
                 results[task].append(row)

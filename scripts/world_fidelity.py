@@ -7,11 +7,16 @@ trip; text-to-video samples (no guidance). Shows which stage bounds the bench's 
 accuracy.
 
     python scripts/world_fidelity.py [--models DIR] [--n 30] [--steps 10] [--skip-video | --skip-audio]
+        [--audio-cfg 2.5,5] [--video-cfg 7.5,12] [--samples-only]
+
+``--audio-cfg``/``--video-cfg`` sample at each classifier-free guidance scale given (default:
+the task's own, ``avbridge.tasks.default_config``).
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +54,16 @@ def video_rows(gen: AnimateDiffGenerator, clip) -> dict[str, Video]:
     return {"real": clip.video, "vae": Video(frames, clip.video.fps, None)}
 
 
+def _floats(s: str) -> list[float]:
+    return [float(v) for v in s.split(",")]
+
+
+def _scales(task: str, given: list[float] | None) -> list[tuple[str, float]]:
+    base = T.default_config(task).guidance_scale
+    scales = given or [float(base)]
+    return [("" if given is None else f", cfg {g:g}", g) for g in scales]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", type=Path, default=world_models_dir())
@@ -57,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--skip-video", action="store_true")
     g.add_argument("--skip-audio", action="store_true")
+    p.add_argument("--audio-cfg", type=_floats, default=None, help="comma-separated CFG scales")
+    p.add_argument("--video-cfg", type=_floats, default=None, help="comma-separated CFG scales")
+    p.add_argument("--samples-only", action="store_true", help="skip the real/round-trip rows")
     args = p.parse_args(argv)
     ev = EvalModels.load()
     binder = load_binder(None, "world", device="cpu", dtype=torch.float32)
@@ -68,25 +86,27 @@ def main(argv: list[str] | None = None) -> int:
     for s in split_seeds("val", args.n):
         clip = render_clip(s)
         outs: dict[str, Audio | Video] = {}
-        if not args.skip_audio:
+        if not args.skip_audio and not args.samples_only:
             outs.update({f"audio {k}": v for k, v in audio_rows(agen, clip).items()})
-        if vgen is not None:
+        if vgen is not None and not args.samples_only:
             outs.update({f"video {k}": v for k, v in video_rows(vgen, clip).items()})
         for name, prompt in (("full caption", clip.caption), ("class word", clip.truth["class"])):
             if not args.skip_audio:
-                cfg = T.with_steps(T.default_config("v2a"), args.steps)
-                outs[f"audio sample ({name})"] = T.v2a(clip.video, comps, prompt=prompt, guided=False,
-                                                       config=cfg).media
+                for tag, g in _scales("v2a", args.audio_cfg):
+                    cfg = replace(T.with_steps(T.default_config("v2a"), args.steps), guidance_scale=g)
+                    outs[f"audio sample ({name}{tag})"] = T.v2a(
+                        clip.video, comps, prompt=prompt, guided=False, config=cfg).media
             if vgen is not None:
-                cfg = T.with_steps(T.default_config("a2v"), args.steps)
-                outs[f"video sample ({name})"] = T.a2v(clip.audio, comps, prompt=prompt, guided=False,
-                                                       config=cfg).media
+                for tag, g in _scales("a2v", args.video_cfg):
+                    cfg = replace(T.with_steps(T.default_config("a2v"), args.steps), guidance_scale=g)
+                    outs[f"video sample ({name}{tag})"] = T.a2v(
+                        clip.audio, comps, prompt=prompt, guided=False, config=cfg).media
         for k, o in outs.items():
             pred = ev.predict_audio([o]) if k.startswith("audio") else ev.predict_video([o])
             acc.setdefault(k, []).append(_hit(pred, clip))
     print(f"class accuracy of the evaluation classifiers on {args.n} validation clips ({args.models}):")
     for k, v in acc.items():
-        print(f"  {k:28s} {np.mean(v):.3f}")
+        print(f"  {k:40s} {np.mean(v):.3f}")
     return 0
 
 

@@ -106,10 +106,13 @@ def test_ci_bench_guided_beats_vanilla_on_v2a_sync(ci_bench: dict) -> None:
 def test_parse_overrides_types_and_errors():
     from avbridge.world.bench import parse_overrides
 
-    got = parse_overrides(["update=norm-grad", "lr=0.3", "inner-steps=3", "recompute_eps=true"])
-    assert got == {"update": "norm-grad", "lr": 0.3, "inner_steps": 3, "recompute_eps": True}
+    got = parse_overrides(["update=norm-grad", "lr=0.3", "inner-steps=3", "recompute_eps=true",
+                           "window=0:0.5"])
+    assert got == {"update": "norm-grad", "lr": 0.3, "inner_steps": 3, "recompute_eps": True,
+                   "window": (0.0, 0.5)}
     cases = ((["lr=x"], "not a float"), (["nope=1"], "FIELD one of"), (["update=sgd"], "update"),
-             (["window=0.1"], "cannot be set"), (["per_clip=1"], "--per-clip"), (["lr"], "FIELD=VALUE"))
+             (["window=0.1"], "START:STOP"), (["window=0.5:0.2"], "window must satisfy"),
+             (["weights=1"], "cannot be set"), (["per_clip=1"], "--per-clip"), (["lr"], "FIELD=VALUE"))
     for bad, msg in cases:
         with pytest.raises(AvbridgeError, match=msg):
             parse_overrides(bad)

@@ -149,10 +149,11 @@ def _runner(task: str) -> Callable[..., Any]:
     return {"v2a": v2a, "i2a": i2a, "a2v": a2v, "a2i": a2i, "joint": joint}[task]
 
 
-def variants(per_clip: bool, vanilla: bool = True) -> list[tuple[str, bool, bool]]:
+def variants(per_clip: bool, vanilla: bool = True, pooled: bool = True) -> list[tuple[str, bool, bool]]:
     """(name, guided, per_clip) of each run: vanilla, guided, and optionally guided per-clip."""
     out = [("vanilla", False, False)] if vanilla else []
-    out.append(("guided", True, False))
+    if pooled or not per_clip:
+        out.append(("guided", True, False))
     if per_clip:
         out.append(("guided-per-clip", True, True))
     return out
@@ -173,6 +174,7 @@ def run_bench(
     overrides: dict[str, Any] | None = None,
     binder: str | None = None,
     vanilla: bool = True,
+    pooled: bool = True,
     log: Callable[[str], None] | None = print,
 ) -> dict[str, Any]:
     """Run the bench; returns ``{"config", "summary": {task: {variant: {metric: [mean, lo, hi]}}},
@@ -181,7 +183,8 @@ def run_bench(
     ``split`` is ``"test"`` for reported figures; ``"val"`` is for choosing settings
     (``scripts/tune_world_guidance.py``), so the test clips never steer a choice.
     ``overrides`` replaces AlignConfig fields of every guided variant's task default;
-    ``vanilla=False`` skips the vanilla runs (a settings sweep needs them once).
+    ``vanilla=False`` skips the vanilla runs (a settings sweep needs them once);
+    ``pooled=False`` with ``per_clip`` skips the pooled-loss guided runs.
     ``binder`` replaces the world binder by another folder (e.g. a retrained one), for every
     variant; ignored when ``components`` is given.
     """
@@ -213,7 +216,7 @@ def run_bench(
             base = replace(base, **overrides)
         for i, s in enumerate(seeds):
             clip = render_clip(s)
-            for name, guided, pc in variants(per_clip, vanilla):
+            for name, guided, pc in variants(per_clip, vanilla, pooled):
                 cfg = replace(base, per_clip=pc)
                 t1 = time.time()
                 res = run(clip, components, guided=guided, seed=seed + i, config=cfg)
@@ -230,7 +233,7 @@ def run_bench(
     summary: dict[str, Any] = {}
     for task in tasks:
         summary[task] = {}
-        for name, _, _ in variants(per_clip, vanilla):
+        for name, _, _ in variants(per_clip, vanilla, pooled):
             sel = [r for r in rows if r["task"] == task and r["variant"] == name]
             summary[task][name] = {
                 m: list(bootstrap_ci([r[m] for r in sel if r.get(m) is not None]))
@@ -284,8 +287,9 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``["lr=0.3", "update=norm-grad"]`` -> AlignConfig field values of the fields' own types.
 
-    Only plain fields (numbers, booleans, strings) can be set; an unknown field or a value
-    of the wrong type is an AvbridgeError naming it."""
+    Only plain fields (numbers, booleans, strings) and the ``window`` pair (``window=0:1``,
+    start and stop split by a colon) can be set; an unknown field or a value of the wrong
+    type is an AvbridgeError naming it."""
     from avbridge.aligner import AlignConfig
 
     defaults = AlignConfig()
@@ -309,12 +313,18 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
                 val = int(raw)
             elif isinstance(cur, float):
                 val = float(raw)
+            elif isinstance(cur, tuple):
+                parts = raw.split(":")
+                if len(parts) != len(cur):
+                    raise ValueError(raw)
+                val = tuple(float(v) for v in parts)
             elif isinstance(cur, str) or cur is None:
                 val = None if raw.lower() == "none" else raw
             else:
                 raise AvbridgeError(f"--set {key}: a {type(cur).__name__} field cannot be set here")
         except ValueError:
-            raise AvbridgeError(f"--set {item!r}: {raw!r} is not a {type(cur).__name__}") from None
+            kind = "START:STOP pair of numbers" if isinstance(cur, tuple) else type(cur).__name__
+            raise AvbridgeError(f"--set {item!r}: {raw!r} is not a {kind}") from None
         out[key] = val
     try:
         replace(defaults, **out)
