@@ -32,4 +32,5 @@ fi
 if $PY -c "import avbridge.world.train_binder" 2>/dev/null; then
   $T binder $COMMON --minutes "$(m 5.0)"
   $T binder-align $COMMON --minutes "$(m 5.0)"
+  $T binder-align-av $COMMON --minutes "$(m 5.0)"
 fi

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 ORDER = ["audio-vae", "vocoder", "audio-text", "audio-unet", "video-vae", "video-unet", "binder",
-         "binder-align"]
+         "binder-align", "binder-align-av"]
 
 
 def main(argv: list[str]) -> int:

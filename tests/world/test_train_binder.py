@@ -176,3 +176,9 @@ def test_binder_align_stage_fine_tunes_the_trained_binder_in_place(tmp_path, mon
     assert align["steps"] == 2 and align["grad_align"] == 4.0 and align["init"] == str(out / "binder")
     assert "binder-align" in align["command"] and "--cosine" in align["command"]
     assert align["final_losses"]["ga"] > 0
+    before = load_file(out / "binder" / "model.safetensors")
+    run_stage("binder-align-av", build_parser().parse_args(["binder-align-av", "--steps", "1", *common]))
+    after = load_file(out / "binder" / "model.safetensors")
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    av = json.loads((out / "training.json").read_text())["binder-align-av"]
+    assert av["grad_align"] == 4.0 and av["grad_align_video"] == 2.0 and av["steps"] == 1

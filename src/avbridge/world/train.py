@@ -13,6 +13,8 @@ Stages, in dependency order (the UNets need their VAE and text encoder):
 - ``binder``      ImageBind-architecture binder, InfoNCE video-audio-text (train_binder.py)
 - ``binder-align`` fine-tunes that binder with the gradient-alignment term added, so that
   its input gradient points at correctly timed audio (``--grad-align``, default 4)
+- ``binder-align-av`` fine-tunes it once more with the term on both inputs (audio 4,
+  video 2: ``--grad-align-video``), so the video gradient that A2V follows is trained too
 
 Each stage writes diffusers/transformers folders into ``--models`` (default: the
 package's ``avbridge/world/models``), its running log and checkpoint into
@@ -609,6 +611,22 @@ def stage_binder_align(args) -> dict:
     return run(args, stage="binder-align")
 
 
+def stage_binder_align_av(args) -> dict:
+    """A second fine-tune after ``binder-align``, in place, with the gradient-alignment
+    term for both inputs: audio (``--grad-align``, default 4) and video
+    (``--grad-align-video``, default 2), for A2V's guidance through the video tower."""
+    from avbridge.world.train_binder import stage_binder as run
+
+    if args.init is None:
+        args.init = _require(args.models / "binder" / "model.safetensors", "binder").parent
+    if args.grad_align <= 0:
+        args.grad_align = 4.0
+    if args.grad_align_video <= 0:
+        args.grad_align_video = 2.0
+    args.cosine = True
+    return run(args, stage="binder-align-av")
+
+
 STAGES: dict[str, tuple[Callable, dict]] = {
     # name: (function, defaults)
     "audio-vae": (stage_audio_vae, dict(steps=4000, batch=16, lr=1e-3, seed=11)),
@@ -619,6 +637,7 @@ STAGES: dict[str, tuple[Callable, dict]] = {
     "video-unet": (stage_video_unet, dict(steps=8000, batch=4, lr=1e-3, seed=16)),
     "binder": (stage_binder, dict(steps=3000, batch=64, lr=5e-4, seed=17)),
     "binder-align": (stage_binder_align, dict(steps=100000, batch=32, lr=3e-4, seed=18)),
+    "binder-align-av": (stage_binder_align_av, dict(steps=100000, batch=32, lr=3e-4, seed=18)),
 }
 
 
