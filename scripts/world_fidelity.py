@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from avbridge import tasks as T
+from avbridge.aligner import AlignConfig
 from avbridge.generators.animatediff import AnimateDiffGenerator
 from avbridge.generators.audioldm import AudioLDMGenerator, mel_spectrogram
 from avbridge.media import Audio, Video
@@ -58,10 +59,12 @@ def _floats(s: str) -> list[float]:
     return [float(v) for v in s.split(",")]
 
 
-def _scales(task: str, given: list[float] | None) -> list[tuple[str, float]]:
-    base = T.default_config(task).guidance_scale
-    scales = given or [float(base)]
-    return [("" if given is None else f", cfg {g:g}", g) for g in scales]
+def _configs(task: str, steps: int, scales: list[float] | None) -> list[tuple[str, AlignConfig]]:
+    """(label suffix, config) per CFG scale; ``None``: the task's own scale, no suffix."""
+    base = T.with_steps(T.default_config(task), steps)
+    if scales is None:
+        return [("", base)]
+    return [(f", cfg {g:g}", replace(base, guidance_scale=g)) for g in scales]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     vgen = None if args.skip_video else AnimateDiffGenerator.from_pretrained(
         args.models / "animatediff", device="cpu", dtype=torch.float32, **world_format())
     comps = T.Components(binder=binder, audio=agen, video=vgen)
+    audio_cfgs = _configs("v2a", args.steps, args.audio_cfg)
+    video_cfgs = _configs("a2v", args.steps, args.video_cfg)
     acc: dict[str, list[bool]] = {}
     for s in split_seeds("val", args.n):
         clip = render_clip(s)
@@ -92,13 +97,11 @@ def main(argv: list[str] | None = None) -> int:
             outs.update({f"video {k}": v for k, v in video_rows(vgen, clip).items()})
         for name, prompt in (("full caption", clip.caption), ("class word", clip.truth["class"])):
             if not args.skip_audio:
-                for tag, g in _scales("v2a", args.audio_cfg):
-                    cfg = replace(T.with_steps(T.default_config("v2a"), args.steps), guidance_scale=g)
+                for tag, cfg in audio_cfgs:
                     outs[f"audio sample ({name}{tag})"] = T.v2a(
                         clip.video, comps, prompt=prompt, guided=False, config=cfg).media
             if vgen is not None:
-                for tag, g in _scales("a2v", args.video_cfg):
-                    cfg = replace(T.with_steps(T.default_config("a2v"), args.steps), guidance_scale=g)
+                for tag, cfg in video_cfgs:
                     outs[f"video sample ({name}{tag})"] = T.a2v(
                         clip.audio, comps, prompt=prompt, guided=False, config=cfg).media
         for k, o in outs.items():

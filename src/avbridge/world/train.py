@@ -598,23 +598,10 @@ def stage_binder(args) -> dict:
     return run(args)
 
 
-def stage_binder_align(args) -> dict:
+def _fine_tune_binder(args, stage: str, video_weight: float) -> dict:
     """Fine-tune the trained binder (``--init``, default ``--models``/binder) in place with
-    the gradient-alignment term (``--grad-align``, default 4) and cosine decay."""
-    from avbridge.world.train_binder import stage_binder as run
-
-    if args.init is None:
-        args.init = _require(args.models / "binder" / "model.safetensors", "binder").parent
-    if args.grad_align <= 0:
-        args.grad_align = 4.0
-    args.cosine = True
-    return run(args, stage="binder-align")
-
-
-def stage_binder_align_av(args) -> dict:
-    """A second fine-tune after ``binder-align``, in place, with the gradient-alignment
-    term for both inputs: audio (``--grad-align``, default 4) and video
-    (``--grad-align-video``, default 2), for A2V's guidance through the video tower."""
+    the gradient-alignment term (audio ``--grad-align``, default 4; video
+    ``--grad-align-video``, default ``video_weight``) and cosine decay."""
     from avbridge.world.train_binder import stage_binder as run
 
     if args.init is None:
@@ -622,9 +609,20 @@ def stage_binder_align_av(args) -> dict:
     if args.grad_align <= 0:
         args.grad_align = 4.0
     if args.grad_align_video <= 0:
-        args.grad_align_video = 2.0
+        args.grad_align_video = video_weight
     args.cosine = True
-    return run(args, stage="binder-align-av")
+    return run(args, stage=stage)
+
+
+def stage_binder_align(args) -> dict:
+    """The audio input gradient only."""
+    return _fine_tune_binder(args, "binder-align", video_weight=0.0)
+
+
+def stage_binder_align_av(args) -> dict:
+    """A second fine-tune after ``binder-align`` with the video input gradient too (weight
+    2), for A2V's guidance through the video tower."""
+    return _fine_tune_binder(args, "binder-align-av", video_weight=2.0)
 
 
 STAGES: dict[str, tuple[Callable, dict]] = {
