@@ -11,6 +11,10 @@ setting with the highest ``sync_f1 + class_acc`` (class accuracy alone for I2A/A
     python scripts/tune_world_guidance.py --tasks v2a --n 50 --grid lr=0.1,0.2,0.3 \
         --grid mel_grad=full,envelope --write
 
+``--write --from-steps`` stores the picks for runs of ``--steps`` steps or more instead
+(``from_steps`` in guidance.json): more steps mean more guided updates, which want a
+smaller step.
+
 ``--grid FIELD=V1,V2,...`` (repeatable) tries every combination of these values of
 ``AlignConfig`` fields, ``lr`` replacing the tasks' own learning-rate grids; ``--set
 FIELD=VALUE`` (repeatable, as in ``avbridge world bench``) fixes a field for every
@@ -48,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--out", type=Path, default=Path("runs/tune-guidance.json"))
     p.add_argument("--write", action="store_true", help="merge the picks into models/guidance.json")
+    p.add_argument("--from-steps", action="store_true",
+                   help="with --write: store the picks as the task's settings for runs of --steps steps or "
+                        "more (guidance.json's from_steps), keeping its base settings")
     p.add_argument("--grid", action="append", default=[], metavar="FIELD=V1,V2",
                    help="values of an AlignConfig field to try (repeatable: every combination; "
                         "lr replaces the tasks' own grids)")
@@ -114,10 +121,18 @@ def main(argv: list[str] | None = None) -> int:
             cur = json.loads(path.read_text()) if path.is_file() else {}
             cur["_note"] = ("chosen by scripts/tune_world_guidance.py on validation clips (never the "
                             "test clips the bench reports on); _val: the pick's validation means over "
-                            "_val_n clips at _steps denoising steps; other fields are the paper's "
-                            "(avbridge.tasks.default_config)")
+                            "_val_n clips at _steps denoising steps; from_steps: the settings chosen "
+                            "for runs of at least that many steps, over the task's base ones; other "
+                            "fields are the paper's (avbridge.tasks.default_config)")
             for task, pick in picks.items():
-                cur[task] = {**pick, "_val_n": args.n, "_steps": args.steps}
+                entry = {**pick, "_val_n": args.n, "_steps": args.steps}
+                old = cur.get(task, {})
+                if args.from_steps:
+                    old.setdefault("from_steps", {})[str(args.steps)] = entry
+                    cur[task] = old
+                else:
+                    kept = {"from_steps": old["from_steps"]} if "from_steps" in old else {}
+                    cur[task] = {**entry, **kept}
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(cur, indent=1) + "\n")
             tmp.replace(path)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from avbridge.media import Video
 from avbridge.registry import load_components
-from avbridge.tasks import default_config, v2a, with_steps
+from avbridge.tasks import default_config, v2a
 from avbridge.world.events import audio_onsets, event_f1
 from avbridge.world.scene import WORLD, render_clip, split_seeds
 
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     comps = load_components("world", need=["audio"], binder=args.binder)
     binder = comps.binder
-    cfg = with_steps(default_config("v2a", preset="world"), args.steps)
+    cfg = default_config("v2a", preset="world", steps=args.steps)
     top, bottom, mean, corr = [], [], [], []
     for i, seed in enumerate(split_seeds("val", args.n, start=args.start)):
         clip = render_clip(seed)

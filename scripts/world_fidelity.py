@@ -61,7 +61,7 @@ def _floats(s: str) -> list[float]:
 
 def _configs(task: str, steps: int, scales: list[float] | None) -> list[tuple[str, AlignConfig]]:
     """(label suffix, config) per CFG scale; ``None``: the task's own scale, no suffix."""
-    base = T.with_steps(T.default_config(task), steps)
+    base = T.default_config(task, steps=steps)
     if scales is None:
         return [("", base)]
     return [(f", cfg {g:g}", replace(base, guidance_scale=g)) for g in scales]

@@ -30,7 +30,7 @@ from avbridge.binders.base import ClipSpec, Embedding
 from avbridge.generators.audioldm import mel_spectrogram
 from avbridge.generators.base import SpectrogramFeatures
 from avbridge.registry import load_components
-from avbridge.tasks import a2v, default_config, v2a, with_steps
+from avbridge.tasks import a2v, default_config, v2a
 from avbridge.world.bench import parse_overrides
 from avbridge.world.events import audio_onsets, event_f1, video_events
 from avbridge.world.scene import WORLD, render_clip, split_seeds
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     generated = "audio" if args.task == "v2a" else "video"
     comps = replace(load_components("world", need=[generated]), binder=OracleBinder(generated))
-    cfg = with_steps(default_config(args.task, preset="world"), args.steps)
+    cfg = default_config(args.task, preset="world", steps=args.steps)
     cfg = replace(cfg, per_clip=True, **parse_overrides(args.overrides))
     scores: dict[str, list[float]] = {"vanilla": [], "guided": []}
     for i, seed in enumerate(split_seeds("val", args.n)):

@@ -189,3 +189,51 @@ def test_world_guidance_settings_replace_the_papers(monkeypatch: pytest.MonkeyPa
     (tmp_path / "guidance.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="guidance.json"):
         default_config("v2a", preset="world")
+
+
+def test_world_guidance_from_steps_applies_at_and_above_its_step_count(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import json
+
+    from avbridge.cli import make_config
+    from avbridge.tasks import default_config
+
+    monkeypatch.setattr(registry, "world_models_dir", lambda: tmp_path)
+    (tmp_path / "guidance.json").write_text(json.dumps({"v2a": {
+        "lr": 0.5, "per_clip": True,
+        "from_steps": {"20": {"lr": 0.3, "_val": {"sync_f1": 1}}, "40": {"lr": 0.1, "window": [0, 1]}},
+    }}))
+    lrs = {n: default_config("v2a", preset="world", steps=n).lr for n in (5, 19, 20, 39, 40, 80)}
+    assert lrs == {5: 0.5, 19: 0.5, 20: 0.3, 39: 0.3, 40: 0.1, 80: 0.1}
+    at40 = default_config("v2a", preset="world", steps=40)
+    assert (at40.steps, at40.per_clip, at40.window) == (40, True, (0, 1))
+    # no steps given: the task's own 30 steps pick the entry for 20
+    assert default_config("v2a", preset="world").lr == 0.3
+    assert default_config("v2a", steps=40).lr == default_config("v2a").lr  # no preset: the paper's
+    # the CLI's --steps reaches the choice; an explicit --lr still wins
+    assert make_config("v2a", {"steps": 40}, "world").lr == 0.1
+    assert make_config("v2a", {"steps": 40, "lr": 0.7}, "world").lr == 0.7
+    for bad, match in (({"x": {"lr": 1}}, "from_steps"), ({"10": {"learning_rate": 1}}, "learning_rate"),
+                       ({"10": {"steps": 5}}, "steps"), ([1], "from_steps")):
+        (tmp_path / "guidance.json").write_text(json.dumps({"v2a": {"lr": 0.5, "from_steps": bad}}))
+        with pytest.raises(CheckpointError, match=match):
+            default_config("v2a", preset="world")
+
+
+def test_batch_config_takes_the_step_counts_pick(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import json
+
+    from avbridge import tasks
+    from avbridge.batch import BatchSettings, _task_config
+
+    monkeypatch.setattr(registry, "world_models_dir", lambda: tmp_path)
+    entry = {"lr": 0.5, "from_steps": {"20": {"lr": 0.3}}}
+    (tmp_path / "guidance.json").write_text(json.dumps({"v2a": entry}))
+    cfg = _task_config(tasks, BatchSettings(task="v2a", out_dir=tmp_path, steps=25))
+    assert (cfg.steps, cfg.lr) == (25, 0.3)
+    cfg = _task_config(tasks, BatchSettings(task="v2a", out_dir=tmp_path, steps=10))
+    assert (cfg.steps, cfg.lr) == (10, 0.5)
+    # explicit other models: the paper's settings, whatever the step count
+    cfg = _task_config(tasks, BatchSettings(task="v2a", out_dir=tmp_path, steps=25, preset="paper"))
+    assert cfg.lr == tasks.default_config("v2a").lr

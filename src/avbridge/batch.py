@@ -451,9 +451,12 @@ def _task_config(tasks_mod: Any, settings: BatchSettings) -> Any:
     if callable(default):
         from avbridge.registry import guidance_preset
 
-        kw = {}
-        if "preset" in inspect.signature(default).parameters:  # task modules may not take it
+        kw: dict[str, Any] = {}
+        params = inspect.signature(default).parameters  # task modules may not take these
+        if "preset" in params:
             kw["preset"] = guidance_preset(settings.preset, settings.models)
+        if "steps" in params and settings.steps is not None:
+            kw["steps"] = settings.steps
         cfg = default(settings.task, **kw)
         return cfg if settings.steps is None else dataclasses.replace(cfg, steps=settings.steps)
     if settings.steps is None:

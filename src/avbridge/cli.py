@@ -446,7 +446,7 @@ def make_config(task: str, overrides: dict[str, Any], preset: str | None = None)
     ``overrides`` applied (AvbridgeError if invalid)."""
     from avbridge import tasks
 
-    base = tasks.default_config(task, preset=preset)
+    base = tasks.default_config(task, preset=preset, steps=overrides.get("steps"))
     try:
         return dataclasses.replace(base, **overrides)
     except (ValueError, TypeError) as e:

@@ -10,7 +10,6 @@ demo says so plainly: tiny random models produce noise.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 import time
@@ -261,7 +260,7 @@ def run_demo(
     bar = ProgressBar("demo", enabled=not quiet)
 
     def run(task: str, guided: bool, *args: Any, **kw: Any) -> Any:
-        cfg = dataclasses.replace(tasks.default_config(task, preset=preset), steps=n_steps)
+        cfg = tasks.default_config(task, preset=preset, steps=n_steps)
         bar.desc = f"{task} ({'guided' if guided else 'vanilla'})"
         t = time.perf_counter()
         res = getattr(tasks, task)(

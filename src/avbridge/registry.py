@@ -167,9 +167,15 @@ WORLD_PARTS: dict[str, str] = {
 }
 
 
-def world_guidance() -> dict[str, dict[str, Any]]:
+def world_guidance(steps: int | None = None) -> dict[str, dict[str, Any]]:
     """The world models' tuned AlignConfig fields per task (``models/guidance.json``; ``{}``
-    when absent). Lists become tuples (``window``); keys starting with ``_`` are notes."""
+    when absent). Lists become tuples (``window``); keys starting with ``_`` are notes.
+
+    A task's ``from_steps`` maps a step count to the fields chosen for runs of at least
+    that many steps (more guided updates want a smaller step): with ``steps`` given, the
+    entry with the largest such count not above ``steps`` is applied over the task's base
+    fields, which were chosen at fewer steps.
+    """
     path = world_models_dir() / "guidance.json"
     if not path.is_file():
         return {}
@@ -177,23 +183,39 @@ def world_guidance() -> dict[str, dict[str, Any]]:
         raw = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise CheckpointError(path, f"unreadable guidance settings: {e}") from e
-    import dataclasses
-
-    from avbridge.aligner import AlignConfig
-
-    known = {f.name for f in dataclasses.fields(AlignConfig)} - {"weights"}
     out: dict[str, dict[str, Any]] = {}
     for task, fields in raw.items():
         if task.startswith("_"):
             continue
         if task not in TASK_NEEDS or not isinstance(fields, dict):
             raise CheckpointError(path, f"unknown task {task!r} or malformed entry")
-        bad = sorted(k for k in fields if not k.startswith("_") and k not in known)
-        if bad:
-            raise CheckpointError(path, f"{task}: unknown setting(s) {', '.join(bad)}")
-        out[task] = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()
-                     if not k.startswith("_")}
+        by_steps = fields.get("from_steps", {})
+        try:
+            by_steps = {int(k): v for k, v in by_steps.items()}
+            if any(k < 1 or not isinstance(v, dict) for k, v in by_steps.items()):
+                raise ValueError
+        except (AttributeError, TypeError, ValueError):
+            raise CheckpointError(path, f"{task}: from_steps must map step counts to settings") from None
+        chosen = _guidance_fields(path, task, {k: v for k, v in fields.items() if k != "from_steps"})
+        for n in sorted(by_steps):
+            extra = _guidance_fields(path, f"{task} from_steps {n}", by_steps[n])
+            if steps is not None and n <= steps:
+                chosen = {**chosen, **extra}
+        out[task] = chosen
     return out
+
+
+def _guidance_fields(path: Path, where: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """AlignConfig fields of one guidance.json entry, notes (``_``) dropped."""
+    import dataclasses
+
+    from avbridge.aligner import AlignConfig
+
+    known = {f.name for f in dataclasses.fields(AlignConfig)} - {"weights", "steps"}
+    bad = sorted(k for k in fields if not k.startswith("_") and k not in known)
+    if bad:
+        raise CheckpointError(path, f"{where}: unknown setting(s) {', '.join(bad)}")
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items() if not k.startswith("_")}
 
 
 def world_models_missing() -> list[str]:

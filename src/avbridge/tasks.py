@@ -52,22 +52,25 @@ class TaskResult:
     trace: AlignTrace
 
 
-def default_config(task: str, preset: str | None = None) -> AlignConfig:
+def default_config(task: str, preset: str | None = None, steps: int | None = None) -> AlignConfig:
     """The paper's settings per task, or a preset's own where it ships them.
 
     V2A/I2A: 30 steps, lr 0.1 on AudioLDM latents, CFG 2.5, guided after the first 20%.
     A2V/A2I: 25 steps, lr 0.01 on AnimateDiff/SD latents, CFG 7.5, prompt tuning on.
     Joint: 25 steps, lr 0.1 (audio) / 0.01 (video), prompt tuning on for both.
 
-    ``preset="world"``: the embedded world's models ship ``guidance.json`` beside their
-    weights, settings chosen on the world's validation split for those models
+    ``steps`` replaces the task's step count. ``preset="world"``: the embedded world's
+    models ship ``guidance.json`` beside their weights, settings chosen on the world's
+    validation split for those models and for the step count
     (``scripts/tune_world_guidance.py``); its fields replace the paper's.
     """
     base = _paper_config(task)
+    if steps is not None:
+        base = replace(base, steps=steps)
     if preset == "world":
         from avbridge.registry import world_guidance
 
-        fields = world_guidance().get(task, {})
+        fields = world_guidance(steps=base.steps).get(task, {})
         if fields:
             base = replace(base, **fields)
     return base
@@ -238,11 +241,6 @@ def joint(
     return TaskResult(mux_audio(video, audio), prompt, res.trace)
 
 
-def with_steps(config: AlignConfig, steps: int) -> AlignConfig:
-    """A copy of ``config`` with another number of denoising steps."""
-    return replace(config, steps=steps)
-
-
 __all__ = [
     "Components",
     "MediaSpec",
@@ -253,5 +251,4 @@ __all__ = [
     "i2a",
     "joint",
     "v2a",
-    "with_steps",
 ]

@@ -188,7 +188,7 @@ def run_bench(
     ``binder`` replaces the world binder by another folder (e.g. a retrained one), for every
     variant; ignored when ``components`` is given.
     """
-    from avbridge.tasks import default_config, with_steps
+    from avbridge.tasks import default_config
     from avbridge.world.evalmodels import EvalModels
 
     bad = [t for t in tasks if t not in TASKS]
@@ -209,9 +209,7 @@ def run_bench(
     t0 = time.time()
     for task in tasks:
         run = _runner(task)
-        base = default_config(task, preset="world")
-        if steps is not None:
-            base = with_steps(base, steps)
+        base = default_config(task, preset="world", steps=steps)
         if overrides:
             base = replace(base, **overrides)
         for i, s in enumerate(seeds):
