@@ -6,6 +6,8 @@ Stages, in dependency order (the UNets need their VAE and text encoder):
 
 - ``audio-vae``   AutoencoderKL on AudioLDM log-mels (1, 400, 64) -> latents (8, 100, 16)
 - ``vocoder``     SpeechT5HifiGan, log-mel -> 16-kHz wave (mel L1 + multi-resolution STFT)
+- ``vocoder-gan`` fine-tunes that vocoder with HiFi-GAN's adversarial and feature-matching
+  losses (train_vocoder.py)
 - ``audio-text``  ClapTextModelWithProjection + word-level tokenizer, contrastive vs audio
 - ``audio-unet``  UNet2DConditionModel (simple_projection class embedding of the CLAP text)
 - ``video-vae``   AutoencoderKL on 32x32 frames -> latents (4, 8, 8)
@@ -47,6 +49,7 @@ from avbridge.world.train_data import (
     save_json,
 )
 from avbridge.world.train_loop import EMA, Loop, pick_device, seed_everything
+from avbridge.world.train_vocoder import stage_vocoder, stage_vocoder_gan
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 WORK_ROOT = Path("runs/world-train")
@@ -98,6 +101,8 @@ def _finish(args, loop: Loop, stage: str, extra: dict | None = None) -> dict:
         + (" --wide" if getattr(args, "wide", False) else "")
         + (" --cosine" if getattr(args, "cosine", False) else "")
         + (f" --init {args.init}" if getattr(args, "init", None) else "")
+        + (f" --recon-weight {args.recon_weight} --adv-weight {args.adv_weight}"
+           if stage == "vocoder-gan" else "")
         + (f" --adv-steps {args.adv_steps} --adv-eps {args.adv_eps}"
            if getattr(args, "adv_steps", 0) else "")
         + (f" --adv-latent-steps {args.adv_latent_steps}" if getattr(args, "adv_latent_steps", 0) else "")
@@ -203,80 +208,6 @@ def stage_audio_vae(args) -> dict:
     save_half(vae, out)
     return _finish(args, loop, "audio-vae", {"latent_std": round(std, 4), "scaling_factor": round(1 / std, 4),
                                             "full_clip_l1": round(l1_full, 4)})
-
-
-# ---------------------------------------------------------------- vocoder
-
-def vocoder_model(channels: int = 64, wide: bool = False):
-    """The world's HiFi-GAN generator. ``wide``: HiFi-GAN V1's residual stacks (kernels
-    3/7/11, dilations 1/3/5), a longer receptive field for tonal sounds."""
-    from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
-
-    kernels, dilations = ([3, 7, 11], [[1, 3, 5]] * 3) if wide else ([3, 7], [[1, 3], [1, 3]])
-    cfg = SpeechT5HifiGanConfig(
-        model_in_dim=64, sampling_rate=16000, upsample_initial_channel=channels,
-        upsample_rates=[5, 4, 4, 2], upsample_kernel_sizes=[11, 8, 8, 4],
-        resblock_kernel_sizes=kernels, resblock_dilation_sizes=dilations,
-        normalize_before=False,
-    )
-    voc = SpeechT5HifiGan(cfg)
-    # transformers initialises these convs with std 0.01, which on a tiny net gives ~1e-6
-    # outputs and vanishing gradients; PyTorch's default (Kaiming-uniform) trains.
-    for m in voc.modules():
-        if isinstance(m, (torch.nn.Conv1d, torch.nn.ConvTranspose1d)):
-            m.reset_parameters()
-    return voc
-
-
-def _stft_mag(x: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
-    win = torch.hann_window(n_fft, device=x.device)
-    s = torch.stft(x, n_fft, hop_length=hop, win_length=n_fft, window=win,
-                   return_complex=True)
-    return torch.sqrt(s.real**2 + s.imag**2 + 1e-7)
-
-
-def mr_stft_loss(y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Multi-resolution STFT loss: spectral convergence + log-magnitude L1, three resolutions."""
-    total = y.new_zeros(())
-    for n_fft, hop in ((256, 64), (512, 128), (1024, 256)):
-        a, b = _stft_mag(y, n_fft, hop), _stft_mag(t, n_fft, hop)
-        sc = torch.linalg.norm(a - b) / (torch.linalg.norm(b) + 1e-7)
-        total = total + sc + (torch.log(a) - torch.log(b)).abs().mean()
-    return total / 3
-
-
-def stage_vocoder(args) -> dict:
-    dev = args.device
-    clips = load_clips("train", args.clips)
-    audio = clips.audio.to(dev).float()
-    mels = _mels(clips, dev)  # (N, 400, 64)
-    ch = _channels(args)
-    voc = vocoder_model(ch[0][0] if ch else 64, wide=args.wide).to(dev).train()
-    opt = torch.optim.AdamW(voc.parameters(), lr=args.lr, betas=(0.8, 0.99))
-    loop = Loop.from_args(args, {"vocoder": voc}, opt)
-    seg = 32  # mel frames per training segment (0.32 s)
-    hop = 160
-    # Prefer segments with sound: silent stretches teach nothing. Frame energy in log-mel.
-    energy = mels.exp().mean(-1)  # (N, 400)
-    while loop.running():
-        idx = torch.randint(0, len(mels), (args.batch,), device=dev)
-        loud = torch.multinomial(energy[idx, : 400 - seg] + 1e-3, 1)[:, 0]
-        anywhere = torch.randint(0, 400 - seg, (len(idx),), device=dev)
-        starts = torch.where(torch.rand(len(idx), device=dev) < 0.8, loud, anywhere).tolist()
-        m = torch.stack([mels[i, s:s + seg] for i, s in zip(idx.tolist(), starts, strict=True)])
-        pairs = list(zip(idx.tolist(), starts, strict=True))
-        wav = torch.stack([audio[i, s * hop:(s + seg) * hop] for i, s in pairs])
-        y = voc(m)
-        mel_l1 = (mel_spectrogram(y) - mel_spectrogram(wav)).abs().mean()
-        stft = mr_stft_loss(y, wav)
-        loss = mel_l1 + 2.0 * stft
-        loop.update(loss, {"mel_l1": mel_l1.item(), "stft": stft.item()}, clip=5.0)
-    voc.eval()
-    with torch.no_grad():
-        y = voc(mels[:16])
-        full_mel_l1 = float((mel_spectrogram(y) - mels[:16]).abs().mean())
-    voc.save_pretrained(args.models / "audioldm" / "vocoder", safe_serialization=True)
-    return _finish(args, loop, "vocoder", {"full_clip_mel_l1": round(full_mel_l1, 4)})
 
 
 # ---------------------------------------------------------------- text encoders
@@ -629,6 +560,7 @@ STAGES: dict[str, tuple[Callable, dict]] = {
     # name: (function, defaults)
     "audio-vae": (stage_audio_vae, dict(steps=4000, batch=16, lr=1e-3, seed=11)),
     "vocoder": (stage_vocoder, dict(steps=6000, batch=8, lr=2e-3, seed=12)),
+    "vocoder-gan": (stage_vocoder_gan, dict(steps=100000, batch=8, lr=2e-4, seed=19)),
     "audio-text": (stage_audio_text, dict(steps=600, batch=64, lr=1e-3, seed=13)),
     "audio-unet": (stage_audio_unet, dict(steps=8000, batch=8, lr=1e-3, seed=14)),
     "video-vae": (stage_video_vae, dict(steps=4000, batch=32, lr=1e-3, seed=15)),
@@ -660,8 +592,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels", default="", help="UNet block widths, e.g. 16,32,32, or the vocoder's "
                    "first width, e.g. 128 (default: the model's)")
     p.add_argument("--wide", action="store_true", help="vocoder: HiFi-GAN V1 residual stacks (3/7/11)")
+    p.add_argument("--recon-weight", type=float, default=15.0,
+                   help="vocoder-gan: weight of the reconstruction losses against the adversarial ones")
+    p.add_argument("--adv-weight", type=float, default=1.0,
+                   help="vocoder-gan: weight of the adversarial + feature-matching losses (0: a control)")
     p.add_argument("--cosine", action="store_true", help="cosine learning-rate decay over the budget")
-    p.add_argument("--init", type=Path, default=None, help="binder: start from this trained binder folder")
+    p.add_argument("--init", type=Path, default=None,
+                   help="binder / vocoder-gan: start from this trained folder (default: the shipped one)")
     p.add_argument("--adv-steps", type=int, default=0,
                    help="binder: signed-gradient steps of the adversarial video-audio negatives (0: none)")
     p.add_argument("--adv-eps", type=float, default=0.15,

@@ -63,10 +63,13 @@ class Loop:
         emas: dict[str, EMA] | None = None,
         scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
         cosine: bool = False,
+        aux_optimizers: dict[str, torch.optim.Optimizer] | None = None,
     ) -> None:
         self.work_dir = Path(work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.modules, self.opt, self.emas, self.sched = modules, optimizer, emas or {}, scheduler
+        # Optimisers the stage steps itself (a GAN's discriminator): only checkpointed here.
+        self.aux_opts = aux_optimizers or {}
         self.steps, self.budget_s = steps, minutes * 60.0
         # Cosine decay to 10% over whichever budget (steps or wall time) runs out first;
         # time-based because a stage's length on a given machine is set by --minutes.
@@ -112,6 +115,8 @@ class Loop:
         for k, e in self.emas.items():
             e.shadow.load_state_dict(ck["emas"][k])
         self.opt.load_state_dict(ck["opt"])
+        for k, o in self.aux_opts.items():
+            o.load_state_dict(ck["aux_opts"][k])
         if self.sched is not None and ck.get("sched") is not None:
             self.sched.load_state_dict(ck["sched"])
         self.step_i, self.elapsed_prev = ck["step"], ck["elapsed"]
@@ -127,6 +132,7 @@ class Loop:
             "modules": {k: m.state_dict() for k, m in self.modules.items()},
             "emas": {k: e.shadow.state_dict() for k, e in self.emas.items()},
             "opt": self.opt.state_dict(),
+            "aux_opts": {k: o.state_dict() for k, o in self.aux_opts.items()},
             "sched": None if self.sched is None else self.sched.state_dict(),
             "step": self.step_i,
             "elapsed": self.elapsed,
