@@ -7,7 +7,8 @@ Stages, in dependency order (the UNets need their VAE and text encoder):
 - ``audio-vae``   AutoencoderKL on AudioLDM log-mels (1, 400, 64) -> latents (8, 100, 16)
 - ``vocoder``     SpeechT5HifiGan, log-mel -> 16-kHz wave (mel L1 + multi-resolution STFT)
 - ``vocoder-gan`` fine-tunes that vocoder with HiFi-GAN's adversarial and feature-matching
-  losses (train_vocoder.py)
+  losses (train_vocoder.py); optional, the shipped vocoder is without it (the measured
+  trade-off is in docs/world-models.md)
 - ``audio-text``  ClapTextModelWithProjection + word-level tokenizer, contrastive vs audio
 - ``audio-unet``  UNet2DConditionModel (simple_projection class embedding of the CLAP text)
 - ``video-vae``   AutoencoderKL on 32x32 frames -> latents (4, 8, 8)
