@@ -123,8 +123,17 @@ def stage_vocoder(args) -> dict:
 
 # ---------------------------------------------------------------- discriminators
 
-def _leaky(x: torch.Tensor) -> torch.Tensor:
-    return F.leaky_relu(x, 0.1)
+def _conv_stack(
+    convs: nn.ModuleList, post: nn.Module, h: torch.Tensor
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """(flattened score, every layer's output for feature matching) of a discriminator."""
+    feats = []
+    for conv in convs:
+        h = F.leaky_relu(conv(h), 0.1)
+        feats.append(h)
+    h = post(h)
+    feats.append(h)
+    return h.flatten(1), feats
 
 
 class PeriodDiscriminator(nn.Module):
@@ -144,13 +153,7 @@ class PeriodDiscriminator(nn.Module):
         if t % self.period:
             x = F.pad(x, (0, self.period - t % self.period), mode="reflect")
         h = x.view(b, 1, -1, self.period)
-        feats = []
-        for conv in self.convs:
-            h = _leaky(conv(h))
-            feats.append(h)
-        h = self.post(h)
-        feats.append(h)
-        return h.flatten(1), feats
+        return _conv_stack(self.convs, self.post, h)
 
 
 class SpectrogramDiscriminator(nn.Module):
@@ -170,13 +173,7 @@ class SpectrogramDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         h = torch.log(_stft_mag(x, self.n_fft, self.hop)).unsqueeze(1)  # (B, 1, F, T)
-        feats = []
-        for conv in self.convs:
-            h = _leaky(conv(h))
-            feats.append(h)
-        h = self.post(h)
-        feats.append(h)
-        return h.flatten(1), feats
+        return _conv_stack(self.convs, self.post, h)
 
 
 class Discriminators(nn.Module):
