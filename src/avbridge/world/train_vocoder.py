@@ -219,10 +219,8 @@ def stage_vocoder_gan(args) -> dict:
     opt_d = torch.optim.AdamW(disc.parameters(), lr=args.lr, betas=(0.8, 0.99))
     loop = Loop.from_args(args, {"vocoder": voc, "discriminators": disc}, opt_g,
                           aux_optimizers={"discriminators": opt_d})
-    with torch.no_grad():
-        voc.eval()
-        start_full = data.full_clip_mel_l1(voc)
-        voc.train()
+    start_full = data.full_clip_mel_l1(voc.eval())
+    voc.train()
     while loop.running():
         m, wav = data.sample(args.batch)
         y = voc(m)
