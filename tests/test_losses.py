@@ -84,6 +84,21 @@ def test_per_clip_differs_from_pooled():
     assert out.total.item() == pytest.approx(1.0, abs=1e-6)
 
 
+def test_per_clip_keeps_the_audio_text_term_pooled():
+    # audio clips (E1, E2) against a text E1: per clip 0.5, pooled 1 - cos(45 deg).
+    audio = emb([1.0, 0.0], [0.0, 1.0])
+    visual = emb([1.0, 0.0], [0.0, 1.0])
+    text = E1
+    out = AlignLoss(per_clip=True)({"audio": audio, "visual": visual, "text": text},
+                                   generated=["audio", "visual"])
+    assert out.terms["at"].item() == pytest.approx(1 - 1 / math.sqrt(2), abs=1e-6)
+    assert out.terms["vt"].item() == pytest.approx(0.5, abs=1e-6)
+    assert out.terms["av"].item() == pytest.approx(0.0, abs=1e-6)
+    pooled = AlignLoss(per_clip=False)({"audio": audio, "visual": visual, "text": text},
+                                       generated=["audio", "visual"])
+    assert out.terms["at"].item() == pytest.approx(pooled.terms["at"].item(), abs=1e-6)
+
+
 def test_gradient_flows_and_batch_items_independent():
     x = torch.tensor([[[1.0, 0.2]], [[0.3, 1.0]]], requires_grad=True)
     gen = Embedding.from_clips(x)

@@ -12,7 +12,11 @@ every pair in which at least one side is generated and both sides are present. A
 pair whose input is absent (no prompt, say) drops out.
 
 ``per_clip=True`` compares clip i with clip i (mean over clips) instead of the pooled
-embeddings, so that timing that the pooled mean averages away can still steer.
+embeddings, so that timing that the pooled mean averages away can still steer. The
+audio-text term stays pooled (``PER_CLIP_PAIRS``): a sound's class is heard only around its
+events, so most audio clips hold background, and a text term per clip pushes the prompt's
+sound into every clip. A visual source is seen in every clip, so the visual-text term is
+compared per clip (docs/world.md, "The text term of the per-clip loss").
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from avbridge.binders.base import Embedding
 
 MODALITIES = ("audio", "visual", "text")
 _PAIRS = {"av": ("audio", "visual"), "vt": ("visual", "text"), "at": ("audio", "text")}
+PER_CLIP_PAIRS = frozenset({"av", "vt"})
 
 
 def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -101,7 +106,7 @@ class AlignLoss:
             e1, e2 = embeddings.get(m1), embeddings.get(m2)
             if w == 0 or e1 is None or e2 is None or not ({m1, m2} & set(generated)):
                 continue
-            terms[name] = w * embedding_distance(e1, e2, self.per_clip)
+            terms[name] = w * embedding_distance(e1, e2, self.per_clip and name in PER_CLIP_PAIRS)
         if not terms:
             raise ValueError(
                 f"no loss term: generated={sorted(generated)}, present="
