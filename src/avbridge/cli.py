@@ -268,7 +268,8 @@ def _add_sampling_options(p: argparse.ArgumentParser, *, takes_prompt: bool = Tr
     a.add_argument(
         "--per-clip",
         action="store_true",
-        help="compare binder embeddings clip by clip (keeps timing) instead of pooled over the clip",
+        help="compare binder embeddings clip by clip (keeps timing) instead of pooled over the clip; "
+        "the audio-text term stays pooled (most audio clips are background)",
     )
 
 
