@@ -108,7 +108,9 @@ def _finish(args, loop: Loop, stage: str, extra: dict | None = None) -> dict:
            if getattr(args, "adv_steps", 0) else "")
         + (f" --adv-latent-steps {args.adv_latent_steps}" if getattr(args, "adv_latent_steps", 0) else "")
         + (f" --grad-align {args.grad_align}" if getattr(args, "grad_align", 0) else "")
-        + (f" --grad-align-video {args.grad_align_video}" if getattr(args, "grad_align_video", 0) else ""),
+        + (f" --grad-align-video {args.grad_align_video}" if getattr(args, "grad_align_video", 0) else "")
+        + (f" --event-weight {args.event_weight}" if getattr(args, "event_weight", 0) else "")
+        + (f" --min-snr {args.min_snr}" if getattr(args, "min_snr", 0) else ""),
     }
     info.update(extra or {})
     _summary(args.models, stage, info)
@@ -331,6 +333,30 @@ def audio_scheduler_config() -> dict:
                 prediction_type="epsilon", **AUDIO_BETAS)
 
 
+def event_profile(log_mel: torch.Tensor, frames: int) -> torch.Tensor:
+    """Per latent frame, how much the clip's sound rises above its own background, in [0, 1].
+
+    ``log_mel`` (N, T, n_mels) -> (N, frames): the mean over mel bins of the log-mel above the
+    clip's median frame, max-pooled to the latent frame rate and scaled so each clip peaks at 1.
+    Most of a world clip is background; this lets the UNet's loss weigh its events more.
+    """
+    level = log_mel.mean(-1)
+    rise = (level - level.median(dim=1, keepdim=True).values).clamp(min=0)
+    pooled = F.adaptive_max_pool1d(rise[:, None], frames)[:, 0]
+    return pooled / pooled.amax(dim=1, keepdim=True).clamp(min=1e-6)
+
+
+def min_snr_weight(abar_t: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-gamma loss weight for eps-prediction, ``min(SNR, gamma) / SNR`` (0: all ones).
+
+    Hang et al. 2023: it down-weights the low-noise steps, which otherwise dominate training.
+    """
+    if gamma <= 0:
+        return torch.ones_like(abar_t)
+    snr = abar_t / (1 - abar_t)
+    return snr.clamp(max=gamma) / snr
+
+
 def stage_audio_unet(args) -> dict:
     from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler
     from transformers import AutoTokenizer, ClapTextModelWithProjection
@@ -345,6 +371,7 @@ def stage_audio_unet(args) -> dict:
     mels = _mels(clips, dev).unsqueeze(1)
     mu, sd = _latent_stats(vae, mels.split(64), dev)
     sf = vae.config.scaling_factor
+    frame_w = 1.0 + args.event_weight * event_profile(mels[:, 0], mu.shape[2])
     del mels
     # Every caption variant of every (class, colour, size) is encoded once (frozen encoder).
     cache: dict[str, torch.Tensor] = {}
@@ -375,7 +402,9 @@ def stage_audio_unet(args) -> dict:
         a = abar[t].view(-1, 1, 1, 1)
         zt = a.sqrt() * z0 + (1 - a).sqrt() * eps
         pred = unet(zt, t, encoder_hidden_states=None, class_labels=cond).sample
-        loss = F.mse_loss(pred, eps)
+        w = frame_w[idx].view(-1, 1, frame_w.shape[1], 1)
+        err = ((pred - eps) ** 2 * w).mean((1, 2, 3)) / w.mean((1, 2, 3))
+        loss = (err * min_snr_weight(abar[t], args.min_snr)).mean()
         loop.update(loss)
     save_half(ema.shadow, root / "unet")
     DDIMScheduler(**audio_scheduler_config()).save_pretrained(root / "scheduler")
@@ -386,7 +415,8 @@ def stage_audio_unet(args) -> dict:
         "tokenizer": ("transformers", "PreTrainedTokenizerFast"),
         "vocoder": ("transformers", "SpeechT5HifiGan"),
     })
-    return _finish(args, loop, "audio-unet", {"uncond_prob": args.uncond, "ema": args.ema})
+    return _finish(args, loop, "audio-unet", {"uncond_prob": args.uncond, "ema": args.ema,
+                                              "event_weight": args.event_weight, "min_snr": args.min_snr})
 
 
 # ---------------------------------------------------------------- video VAE
@@ -590,6 +620,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kl-weight", type=float, default=1e-4)
     p.add_argument("--uncond", type=float, default=0.1, help="caption dropout for classifier-free guidance")
     p.add_argument("--ema", type=float, default=0.995)
+    p.add_argument("--event-weight", type=float, default=0.0,
+                   help="audio-unet: extra loss weight on latent frames where the clip's sound rises "
+                        "above its background (0: a plain mean)")
+    p.add_argument("--min-snr", type=float, default=0.0,
+                   help="audio-unet: min-SNR-gamma loss weighting with this gamma (0: off)")
     p.add_argument("--channels", default="", help="UNet block widths, e.g. 16,32,32, or the vocoder's "
                    "first width, e.g. 128 (default: the model's)")
     p.add_argument("--wide", action="store_true", help="vocoder: HiFi-GAN V1 residual stacks (3/7/11)")

@@ -1,0 +1,46 @@
+"""The audio UNet stage's loss weights: event frames (--event-weight) and min-SNR (--min-snr)."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from avbridge.world.train import build_parser, event_profile, min_snr_weight, run_stage
+
+
+def test_event_profile_marks_the_frames_where_the_sound_rises() -> None:
+    mel = torch.full((2, 400, 64), -8.0) + 0.05 * torch.randn(2, 400, 64)
+    mel[0, 120:150] += 6.0  # one loud event in clip 0 (mel frames 120-149: latent frames 30-37)
+    mel[1, 300:310] += 0.5  # a faint one in clip 1: scaled to peak at 1 all the same
+    p = event_profile(mel, 100)
+    assert p.shape == (2, 100)
+    assert torch.all((p >= 0) & (p <= 1))
+    assert p[0, 30:37].min() > 0.9 and p[1, 75:77].max() > 0.9
+    quiet = torch.ones(100, dtype=torch.bool)
+    quiet[29:39] = False
+    assert p[0, quiet].max() < 0.1
+
+
+def test_min_snr_weight_caps_the_signal_to_noise_ratio() -> None:
+    abar = torch.tensor([0.999, 0.9, 0.5, 0.01])
+    assert torch.equal(min_snr_weight(abar, 0.0), torch.ones(4))
+    snr = abar / (1 - abar)
+    w = min_snr_weight(abar, 5.0)
+    assert torch.allclose(w, torch.minimum(snr, torch.tensor(5.0)) / snr)
+    assert w[0] < 0.01 and torch.allclose(w[2:], torch.ones(2))  # only SNR above 5 is down-weighted
+
+
+def test_audio_unet_stage_trains_with_both_weights_and_records_them(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the clip cache and the work folder are relative to it
+    out = tmp_path / "out"
+    common = ["--clips", "4", "--batch", "2", "--models", str(out), "--device", "cpu"]
+    run_stage("audio-vae", build_parser().parse_args(["audio-vae", "--steps", "1", *common]))
+    run_stage("audio-text", build_parser().parse_args(["audio-text", "--steps", "1", *common]))
+    run_stage("audio-unet", build_parser().parse_args(
+        ["audio-unet", "--steps", "2", "--event-weight", "4", "--min-snr", "5", *common]))
+    info = json.loads((out / "training.json").read_text())["audio-unet"]
+    assert info["steps"] == 2 and info["event_weight"] == 4.0 and info["min_snr"] == 5.0
+    assert "--event-weight 4.0 --min-snr 5.0" in info["command"]
+    assert torch.isfinite(torch.tensor(info["final_losses"]["loss"]))
+    assert (out / "audioldm" / "unet" / "diffusion_pytorch_model.safetensors").exists()
