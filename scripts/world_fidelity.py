@@ -7,10 +7,14 @@ trip; text-to-video samples (no guidance). Shows which stage bounds the bench's 
 accuracy.
 
     python scripts/world_fidelity.py [--models DIR] [--n 30] [--steps 10] [--skip-video | --skip-audio]
-        [--audio-cfg 2.5,5] [--video-cfg 7.5,12] [--samples-only]
+        [--audio-cfg 2.5,5] [--video-cfg 7.5,12] [--samples-only] [--confusion]
 
 ``--audio-cfg``/``--video-cfg`` sample at each classifier-free guidance scale given (default:
-the task's own, ``avbridge.tasks.default_config``).
+the task's own, ``avbridge.tasks.default_config``). ``--confusion`` also prints, per row, which
+class the classifier heard for each true class. ``--unet-likelihood`` asks whether the audio
+UNet itself knows the classes: each real clip's latent is noised (t = 100, 300, 500, 700, two
+draws each) and denoised under each class word ("a ball", ...); the class with the lowest
+noise-prediction error is the UNet's guess (a diffusion classifier; no vocoder involved).
 """
 
 from __future__ import annotations
@@ -29,19 +33,28 @@ from avbridge.generators.audioldm import AudioLDMGenerator, mel_spectrogram
 from avbridge.media import Audio, Video
 from avbridge.registry import load_binder, world_format, world_models_dir
 from avbridge.world.evalmodels import EvalModels
-from avbridge.world.scene import render_clip, split_seeds
+from avbridge.world.scene import CLASSES, render_clip, split_seeds
 
 
-def _hit(p, clip) -> bool:
-    return p.labels("class")[0] == clip.truth["class"]
+def _heard(p) -> str:
+    return p.labels("class")[0]
+
+
+def _real_mel(gen: AudioLDMGenerator, clip) -> torch.Tensor:
+    """The clip's log-mel (1, 1, T, 64), T cut to a multiple of the VAE's factor."""
+    mel = mel_spectrogram(torch.from_numpy(clip.audio.samples).float()[None])
+    mel = mel[:, None] if mel.dim() == 3 else mel
+    return mel[:, :, : mel.shape[2] // gen.vae_scale_factor * gen.vae_scale_factor]
+
+
+def _audio_latent(gen: AudioLDMGenerator, mel: torch.Tensor) -> torch.Tensor:
+    return gen.vae.encode(mel).latent_dist.mode() * gen.vae.config.scaling_factor
 
 
 @torch.no_grad()
 def audio_rows(gen: AudioLDMGenerator, clip) -> dict[str, Audio]:
-    mel = mel_spectrogram(torch.from_numpy(clip.audio.samples).float()[None])
-    mel = mel[:, None] if mel.dim() == 3 else mel
-    mel = mel[:, :, : mel.shape[2] // gen.vae_scale_factor * gen.vae_scale_factor]
-    z = gen.vae.encode(mel).latent_dist.mode() * gen.vae.config.scaling_factor
+    mel = _real_mel(gen, clip)
+    z = _audio_latent(gen, mel)
     sr = int(gen.sample_rate)
     return {"real": clip.audio, "vocoder": Audio(gen.vocode(mel)[0].numpy(), sr),
             "vae+vocoder": Audio(gen.vocode(gen.decode_mel(z))[0].numpy(), sr)}
@@ -53,6 +66,25 @@ def video_rows(gen: AnimateDiffGenerator, clip) -> dict[str, Video]:
     r = gen.vae.decode(gen.vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
     frames = ((r.permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
     return {"real": clip.video, "vae": Video(frames, clip.video.fps, None)}
+
+
+@torch.no_grad()
+def unet_guess(gen: AudioLDMGenerator, clip, seed: int, timesteps=(100, 300, 500, 700), draws: int = 2
+               ) -> str:
+    """The class whose word makes the audio UNet predict the noise on the clip's latent best."""
+    z0 = _audio_latent(gen, _real_mel(gen, clip))
+    conds = gen.encode_prompt([f"a {c}" for c in CLASSES]).embeds
+    abar = gen.scheduler.alphas_cumprod
+    g = torch.Generator().manual_seed(seed)
+    err = torch.zeros(len(CLASSES))
+    for t in timesteps:
+        for _ in range(draws):
+            eps = torch.randn(z0.shape, generator=g)
+            zt = abar[t].sqrt() * z0 + (1 - abar[t]).sqrt() * eps
+            pred = gen.unet(zt.repeat(len(CLASSES), 1, 1, 1), torch.full((len(CLASSES),), t),
+                            encoder_hidden_states=None, class_labels=conds).sample
+            err += ((pred - eps) ** 2).mean((1, 2, 3))
+    return CLASSES[int(err.argmin())]
 
 
 def _floats(s: str) -> list[float]:
@@ -78,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--audio-cfg", type=_floats, default=None, help="comma-separated CFG scales")
     p.add_argument("--video-cfg", type=_floats, default=None, help="comma-separated CFG scales")
     p.add_argument("--samples-only", action="store_true", help="skip the real/round-trip rows")
+    p.add_argument("--confusion", action="store_true", help="print a confusion matrix per row")
+    p.add_argument("--unet-likelihood", action="store_true",
+                   help="add a row: the audio UNet's own class guess on the real clip (diffusion classifier)")
     args = p.parse_args(argv)
     ev = EvalModels.load()
     binder = load_binder(None, "world", device="cpu", dtype=torch.float32)
@@ -87,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     comps = T.Components(binder=binder, audio=agen, video=vgen)
     audio_cfgs = _configs("v2a", args.steps, args.audio_cfg)
     video_cfgs = _configs("a2v", args.steps, args.video_cfg)
-    acc: dict[str, list[bool]] = {}
+    heard: dict[str, list[tuple[str, str]]] = {}  # row -> (true class, heard class) per clip
     for s in split_seeds("val", args.n):
         clip = render_clip(s)
         outs: dict[str, Audio | Video] = {}
@@ -106,10 +141,20 @@ def main(argv: list[str] | None = None) -> int:
                         clip.audio, comps, prompt=prompt, guided=False, config=cfg).media
         for k, o in outs.items():
             pred = ev.predict_audio([o]) if k.startswith("audio") else ev.predict_video([o])
-            acc.setdefault(k, []).append(_hit(pred, clip))
+            heard.setdefault(k, []).append((clip.truth["class"], _heard(pred)))
+        if args.unet_likelihood and not args.skip_audio:
+            heard.setdefault("audio UNet's guess (real latent)", []).append(
+                (clip.truth["class"], unet_guess(agen, clip, s)))
     print(f"class accuracy of the evaluation classifiers on {args.n} validation clips ({args.models}):")
-    for k, v in acc.items():
-        print(f"  {k:40s} {np.mean(v):.3f}")
+    for k, v in heard.items():
+        print(f"  {k:40s} {np.mean([t == h for t, h in v]):.3f}")
+    if args.confusion:
+        for k, v in heard.items():
+            print(f"\n{k}: rows true class, columns heard class")
+            print("  " + " ".join(f"{c:>7s}" for c in ("", *CLASSES)))
+            for c in CLASSES:
+                print("  " + " ".join([f"{c:>7s}", *(f"{sum(1 for t, h in v if t == c and h == o):7d}"
+                                                    for o in CLASSES)]))
     return 0
 
 
