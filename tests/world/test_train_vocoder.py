@@ -66,3 +66,44 @@ def test_vocoder_gan_stage_fine_tunes_saves_and_resumes(
     assert main(["vocoder-gan", "--steps", "3", "--resume", *common]) == 0
     info = json.loads((models / "training.json").read_text())["vocoder-gan"]
     assert info["steps"] == 3  # one more step after the resumed two
+
+
+def test_vae_mels_feed_the_vocoder_the_vae_round_trip_against_the_real_wave(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from avbridge.world.train import audio_vae_model
+    from avbridge.world.train_vocoder import HOP, SEGMENT, _Segments, vae_round_trip
+
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    vae = audio_vae_model().eval()
+    plain = _Segments(4, torch.device("cpu"))
+    both = _Segments(4, torch.device("cpu"), vae, vae_share=1.0)
+    assert torch.equal(both.vae_mels, vae_round_trip(vae, plain.mels))
+    assert both.vae_mels.shape == plain.mels.shape
+    torch.manual_seed(1)
+    m, wav = both.sample(3)
+    torch.manual_seed(1)
+    m_real, wav_real = plain.sample(3)
+    assert torch.equal(wav, wav_real) and wav.shape == (3, SEGMENT * HOP)  # the target is the real wave
+    assert not torch.allclose(m, m_real)  # the input is the VAE's round trip of the same segment
+    for k in range(3):  # the same window of the same clip, taken from the round trip
+        where = [(i, s) for i in range(4) for s in range(400 - SEGMENT)
+                 if torch.equal(plain.mels[i, s:s + SEGMENT], m_real[k])]
+        assert any(torch.equal(both.vae_mels[i, s:s + SEGMENT], m[k]) for i, s in where)
+
+
+def test_vocoder_stage_records_vae_mels_and_needs_the_vae(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from avbridge.errors import AvbridgeError
+
+    monkeypatch.chdir(tmp_path)
+    models = tmp_path / "models"
+    common = ["--models", str(models), "--clips", "4", "--batch", "2", "--device", "cpu", "--channels", "16"]
+    with pytest.raises(AvbridgeError, match="vae.*missing.*audio-vae"):
+        main(["vocoder", "--steps", "1", "--vae-mels", "0.5", *common])
+    assert main(["audio-vae", "--steps", "1", *common]) == 0
+    assert main(["vocoder", "--steps", "2", "--vae-mels", "0.5", *common]) == 0
+    info = json.loads((models / "training.json").read_text())["vocoder"]
+    assert info["steps"] == 2 and info["vae_mels"] == 0.5 and "--vae-mels 0.5" in info["command"]

@@ -110,7 +110,8 @@ def _finish(args, loop: Loop, stage: str, extra: dict | None = None) -> dict:
         + (f" --grad-align {args.grad_align}" if getattr(args, "grad_align", 0) else "")
         + (f" --grad-align-video {args.grad_align_video}" if getattr(args, "grad_align_video", 0) else "")
         + (f" --event-weight {args.event_weight}" if getattr(args, "event_weight", 0) else "")
-        + (f" --min-snr {args.min_snr}" if getattr(args, "min_snr", 0) else ""),
+        + (f" --min-snr {args.min_snr}" if getattr(args, "min_snr", 0) else "")
+        + (f" --vae-mels {args.vae_mels}" if getattr(args, "vae_mels", 0) else ""),
     }
     info.update(extra or {})
     _summary(args.models, stage, info)
@@ -632,6 +633,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="vocoder-gan: weight of the reconstruction losses against the adversarial ones")
     p.add_argument("--adv-weight", type=float, default=1.0,
                    help="vocoder-gan: weight of the adversarial + feature-matching losses (0: a control)")
+    p.add_argument("--vae-mels", type=float, default=0.0,
+                   help="vocoder / vocoder-gan: share of training segments whose log-mel is the audio "
+                        "VAE's round trip (what generated audio is), the target wave the real one (0: none)")
     p.add_argument("--cosine", action="store_true", help="cosine learning-rate decay over the budget")
     p.add_argument("--init", type=Path, default=None,
                    help="binder / vocoder-gan: start from this trained folder (default: the shipped one)")

@@ -65,11 +65,20 @@ def mr_stft_loss(y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return total / 3
 
 
+@torch.no_grad()
+def vae_round_trip(vae, mels: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+    """The audio VAE's reconstruction (posterior mode) of log-mels (N, T, 64): what the
+    pipeline's vocoder is actually fed, since every generated log-mel is a VAE decode."""
+    out = [vae.decode(vae.encode(m[:, None]).latent_dist.mode()).sample[:, 0] for m in mels.split(chunk)]
+    return torch.cat(out)
+
+
 class _Segments:
     """Random (log-mel, wave) training segments, 80% of them drawn where the sound is loud:
-    silent stretches teach nothing."""
+    silent stretches teach nothing. With ``vae`` and ``vae_share`` > 0, that share of the
+    segments takes its log-mel from the VAE's round trip (the target wave stays the real one)."""
 
-    def __init__(self, clips: int, device: torch.device) -> None:
+    def __init__(self, clips: int, device: torch.device, vae=None, vae_share: float = 0.0) -> None:
         from avbridge.world.train import _mels
 
         data = load_clips("train", clips)
@@ -77,6 +86,8 @@ class _Segments:
         self.mels = _mels(data, device)  # (N, 400, 64)
         self.energy = self.mels.exp().mean(-1)  # (N, 400)
         self.device = device
+        self.vae_share = vae_share if vae is not None else 0.0
+        self.vae_mels = vae_round_trip(vae, self.mels) if self.vae_share > 0 else None
 
     def sample(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         n_frames = self.mels.shape[1]
@@ -86,6 +97,10 @@ class _Segments:
         starts = torch.where(torch.rand(batch, device=self.device) < 0.8, loud, anywhere).tolist()
         pairs = list(zip(idx.tolist(), starts, strict=True))
         m = torch.stack([self.mels[i, s:s + SEGMENT] for i, s in pairs])
+        if self.vae_mels is not None:
+            m_vae = torch.stack([self.vae_mels[i, s:s + SEGMENT] for i, s in pairs])
+            pick = torch.rand(batch, 1, 1, device=self.device) < self.vae_share
+            m = torch.where(pick, m_vae, m)
         wav = torch.stack([self.audio[i, s * HOP:(s + SEGMENT) * HOP] for i, s in pairs])
         return m, wav
 
@@ -94,6 +109,19 @@ class _Segments:
         """Log-mel L1 of whole clips through the vocoder (train clips; a sanity number)."""
         y = voc(self.mels[:n])
         return float((mel_spectrogram(y) - self.mels[:n]).abs().mean())
+
+
+def _segments(args) -> _Segments:
+    """The stage's training segments; ``--vae-mels`` loads the audio VAE from ``--models``."""
+    vae = None
+    if args.vae_mels > 0:
+        from diffusers import AutoencoderKL
+
+        from avbridge.world.train import _require
+
+        vae = AutoencoderKL.from_pretrained(_require(args.models / "audioldm" / "vae", "audio-vae"))
+        vae = vae.to(args.device).eval()
+    return _Segments(args.clips, args.device, vae, args.vae_mels)
 
 
 def _recon(y: torch.Tensor, wav: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
@@ -106,7 +134,7 @@ def stage_vocoder(args) -> dict:
     from avbridge.world.train import _channels, _finish
 
     dev = args.device
-    data = _Segments(args.clips, dev)
+    data = _segments(args)
     ch = _channels(args)
     voc = vocoder_model(ch[0][0] if ch else 64, wide=args.wide).to(dev).train()
     opt = torch.optim.AdamW(voc.parameters(), lr=args.lr, betas=(0.8, 0.99))
@@ -118,7 +146,7 @@ def stage_vocoder(args) -> dict:
     voc.eval()
     full = data.full_clip_mel_l1(voc)
     voc.save_pretrained(args.models / "audioldm" / "vocoder", safe_serialization=True)
-    return _finish(args, loop, "vocoder", {"full_clip_mel_l1": round(full, 4)})
+    return _finish(args, loop, "vocoder", {"full_clip_mel_l1": round(full, 4), "vae_mels": args.vae_mels})
 
 
 # ---------------------------------------------------------------- discriminators
@@ -214,7 +242,7 @@ def stage_vocoder_gan(args) -> dict:
     init = Path(args.init) if args.init else _require(args.models / "audioldm" / "vocoder", "vocoder")
     voc = SpeechT5HifiGan.from_pretrained(init).to(dev).train()
     disc = Discriminators().to(dev).train()
-    data = _Segments(args.clips, dev)
+    data = _segments(args)
     opt_g = torch.optim.AdamW(voc.parameters(), lr=args.lr, betas=(0.8, 0.99))
     opt_d = torch.optim.AdamW(disc.parameters(), lr=args.lr, betas=(0.8, 0.99))
     loop = Loop.from_args(args, {"vocoder": voc, "discriminators": disc}, opt_g,
@@ -244,4 +272,5 @@ def stage_vocoder_gan(args) -> dict:
     return _finish(args, loop, "vocoder-gan", {"full_clip_mel_l1": round(full, 4),
                                                 "full_clip_mel_l1_before": round(start_full, 4),
                                                 "recon_weight": args.recon_weight,
-                                                "adv_weight": args.adv_weight})
+                                                "adv_weight": args.adv_weight,
+                                                "vae_mels": args.vae_mels})
