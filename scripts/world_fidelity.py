@@ -11,7 +11,9 @@ accuracy.
         [--griffin-lim]
 
 ``--audio-cfg``/``--video-cfg`` sample at each classifier-free guidance scale given (default:
-the task's own, ``avbridge.tasks.default_config``). ``--confusion`` also prints, per row, which
+the task's own, ``avbridge.tasks.default_config``). Clip i of the split is sampled with
+generation seed i, as in the bench (before the eleventh session every sample used seed 0, so
+the class-word rows repeated one sample per class). ``--confusion`` also prints, per row, which
 class the classifier heard for each true class. ``--unet-likelihood`` asks whether the audio
 UNet itself knows the classes: each real clip's latent is noised (t = 100, 300, 500, 700, two
 draws each) and denoised under each class word ("a ball", ...); the class with the lowest
@@ -156,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     audio_cfgs = _configs("v2a", args.steps, args.audio_cfg)
     video_cfgs = _configs("a2v", args.steps, args.video_cfg)
     heard: dict[str, list[tuple[str, str]]] = {}  # row -> (true class, heard class) per clip
-    for s in split_seeds("val", args.n):
+    for i, s in enumerate(split_seeds("val", args.n)):
         clip = render_clip(s)
         outs: dict[str, Audio | Video] = {}
         if not args.skip_audio and not args.samples_only:
@@ -167,11 +169,11 @@ def main(argv: list[str] | None = None) -> int:
             if not args.skip_audio:
                 for tag, cfg in audio_cfgs:
                     outs[f"audio sample ({name}{tag})"] = T.v2a(
-                        clip.video, comps, prompt=prompt, guided=False, config=cfg).media
+                        clip.video, comps, prompt=prompt, guided=False, seed=i, config=cfg).media
             if vgen is not None:
                 for tag, cfg in video_cfgs:
                     outs[f"video sample ({name}{tag})"] = T.a2v(
-                        clip.audio, comps, prompt=prompt, guided=False, config=cfg).media
+                        clip.audio, comps, prompt=prompt, guided=False, seed=i, config=cfg).media
         if args.griffin_lim and not args.skip_audio:
             gl = with_griffin_lim(agen)
             if not args.samples_only:
@@ -180,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
                 outs["audio vae+Griffin-Lim"] = Audio(rec[0].numpy(), int(agen.sample_rate))
             for tag, cfg in audio_cfgs:
                 outs[f"audio sample (full caption{tag}, Griffin-Lim)"] = T.v2a(
-                    clip.video, replace(comps, audio=gl), prompt=clip.caption, guided=False, config=cfg).media
+                    clip.video, replace(comps, audio=gl), prompt=clip.caption, guided=False, seed=i,
+                    config=cfg).media
         for k, o in outs.items():
             pred = ev.predict_audio([o]) if k.startswith("audio") else ev.predict_video([o])
             heard.setdefault(k, []).append((clip.truth["class"], _heard(pred)))
