@@ -37,7 +37,14 @@ import torch
 from avbridge import tasks as T
 from avbridge.aligner import AlignConfig
 from avbridge.generators.animatediff import AnimateDiffGenerator
-from avbridge.generators.audioldm import AudioLDMGenerator, mel_filterbank, mel_spectrogram
+from avbridge.generators.audioldm import (
+    MEL_HOP,
+    MEL_N_FFT,
+    MEL_WIN_LENGTH,
+    AudioLDMGenerator,
+    mel_filterbank,
+    mel_spectrogram,
+)
 from avbridge.media import Audio, Video
 from avbridge.registry import load_binder, world_format, world_models_dir
 from avbridge.world.evalmodels import EvalModels
@@ -60,12 +67,17 @@ def _audio_latent(gen: AudioLDMGenerator, mel: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def audio_rows(gen: AudioLDMGenerator, clip) -> dict[str, Audio]:
+def audio_rows(gen: AudioLDMGenerator, clip, griffin: AudioLDMGenerator | None = None) -> dict[str, Audio]:
+    """Real audio, its log-mel through the vocoder, the VAE round trip through the vocoder
+    (and through ``griffin``'s renderer when given)."""
     mel = _real_mel(gen, clip)
-    z = _audio_latent(gen, mel)
+    rec = gen.decode_mel(_audio_latent(gen, mel))
     sr = int(gen.sample_rate)
-    return {"real": clip.audio, "vocoder": Audio(gen.vocode(mel)[0].numpy(), sr),
-            "vae+vocoder": Audio(gen.vocode(gen.decode_mel(z))[0].numpy(), sr)}
+    rows = {"real": clip.audio, "vocoder": Audio(gen.vocode(mel)[0].numpy(), sr),
+            "vae+vocoder": Audio(gen.vocode(rec)[0].numpy(), sr)}
+    if griffin is not None:
+        rows["vae+Griffin-Lim"] = Audio(griffin.vocode(rec)[0].numpy(), sr)
+    return rows
 
 
 @torch.no_grad()
@@ -96,20 +108,20 @@ def unet_guess(gen: AudioLDMGenerator, clip, seed: int, timesteps=(100, 300, 500
 
 
 def griffin_lim(log_mel: torch.Tensor, iters: int = 48, seed: int = 0) -> torch.Tensor:
-    """Log-mel (B, 1, T, 64) in ``mel_spectrogram``'s conventions -> waveform (B, 160 T), peak 0.7.
+    """Log-mel (B, 1, T, 64) in ``mel_spectrogram``'s conventions -> waveform (B, hop x T), peak 0.7.
 
     Magnitude from the filterbank's pseudo-inverse, phase by Griffin-Lim with the same STFT.
     """
     fb = mel_filterbank()
-    mag = (torch.linalg.pinv(fb) @ log_mel[:, 0].float().exp().transpose(1, 2)).clamp(min=0)  # (B, 513, T)
-    n, win = 160 * mag.shape[-1], torch.hann_window(1024)
+    mag = (torch.linalg.pinv(fb) @ log_mel[:, 0].float().exp().transpose(1, 2)).clamp(min=0)  # (B, F, T)
+    n, win = MEL_HOP * mag.shape[-1], torch.hann_window(MEL_WIN_LENGTH)
+    stft = dict(n_fft=MEL_N_FFT, hop_length=MEL_HOP, win_length=MEL_WIN_LENGTH, window=win, center=True)
     phase = torch.rand(mag.shape, generator=torch.Generator().manual_seed(seed)) * 2 * math.pi
     spec = mag * torch.exp(1j * phase)
     for _ in range(iters):
-        x = torch.istft(spec, 1024, 160, 1024, win, center=True, length=n)
-        spec = mag * torch.exp(1j * torch.stft(x, 1024, 160, 1024, win, center=True,
-                                               return_complex=True)[..., : mag.shape[-1]].angle())
-    x = torch.istft(spec, 1024, 160, 1024, win, center=True, length=n)
+        x = torch.istft(spec, length=n, **stft)
+        spec = mag * torch.exp(1j * torch.stft(x, return_complex=True, **stft)[..., : mag.shape[-1]].angle())
+    x = torch.istft(spec, length=n, **stft)
     return 0.7 * x / x.abs().amax(-1, keepdim=True).clamp(min=1e-9)
 
 
@@ -157,12 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     comps = T.Components(binder=binder, audio=agen, video=vgen)
     audio_cfgs = _configs("v2a", args.steps, args.audio_cfg)
     video_cfgs = _configs("a2v", args.steps, args.video_cfg)
+    gl = with_griffin_lim(agen) if args.griffin_lim and not args.skip_audio else None
     heard: dict[str, list[tuple[str, str]]] = {}  # row -> (true class, heard class) per clip
     for i, s in enumerate(split_seeds("val", args.n)):
         clip = render_clip(s)
         outs: dict[str, Audio | Video] = {}
         if not args.skip_audio and not args.samples_only:
-            outs.update({f"audio {k}": v for k, v in audio_rows(agen, clip).items()})
+            outs.update({f"audio {k}": v for k, v in audio_rows(agen, clip, gl).items()})
         if vgen is not None and not args.samples_only:
             outs.update({f"video {k}": v for k, v in video_rows(vgen, clip).items()})
         for name, prompt in (("full caption", clip.caption), ("class word", clip.truth["class"])):
@@ -174,12 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                 for tag, cfg in video_cfgs:
                     outs[f"video sample ({name}{tag})"] = T.a2v(
                         clip.audio, comps, prompt=prompt, guided=False, seed=i, config=cfg).media
-        if args.griffin_lim and not args.skip_audio:
-            gl = with_griffin_lim(agen)
-            if not args.samples_only:
-                with torch.no_grad():
-                    rec = gl.vocode(agen.decode_mel(_audio_latent(agen, _real_mel(agen, clip))))
-                outs["audio vae+Griffin-Lim"] = Audio(rec[0].numpy(), int(agen.sample_rate))
+        if gl is not None:
             for tag, cfg in audio_cfgs:
                 outs[f"audio sample (full caption{tag}, Griffin-Lim)"] = T.v2a(
                     clip.video, replace(comps, audio=gl), prompt=clip.caption, guided=False, seed=i,
