@@ -36,6 +36,7 @@ import torch
 
 from avbridge import tasks as T
 from avbridge.aligner import AlignConfig
+from avbridge.generators._common import vae_to_unet_latents
 from avbridge.generators.animatediff import AnimateDiffGenerator
 from avbridge.generators.audioldm import (
     MEL_HOP,
@@ -63,7 +64,7 @@ def _real_mel(gen: AudioLDMGenerator, clip) -> torch.Tensor:
 
 
 def _audio_latent(gen: AudioLDMGenerator, mel: torch.Tensor) -> torch.Tensor:
-    return gen.vae.encode(mel).latent_dist.mode() * gen.vae.config.scaling_factor
+    return vae_to_unet_latents(gen.vae, gen.vae.encode(mel).latent_dist.mode())
 
 
 @torch.no_grad()

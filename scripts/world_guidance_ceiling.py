@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from avbridge.aligner import envelope_projection
+from avbridge.generators._common import vae_to_unet_latents
 from avbridge.generators.audioldm import mel_spectrogram
 from avbridge.generators.base import MediaSpec
 from avbridge.registry import load_components
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         mel = F.pad(mel, (0, 0, 0, frames - mel.shape[-2]))
         with torch.no_grad():
             z = gen.vae.encode(mel.to(gen.vae.dtype)).latent_dist.mean.float()
-        return z * float(gen.vae.config.scaling_factor)
+        return vae_to_unet_latents(gen.vae, z)
 
     def embed(z: torch.Tensor) -> torch.Tensor:
         if args.path == "mel":

@@ -6,7 +6,8 @@ import json
 
 import torch
 
-from avbridge.world.train import build_parser, event_profile, min_snr_weight, run_stage
+from avbridge.world.train import _mels, build_parser, event_profile, min_snr_weight, run_stage
+from avbridge.world.train_data import load_clips
 
 
 def test_event_profile_marks_the_frames_where_the_sound_rises() -> None:
@@ -44,3 +45,25 @@ def test_audio_unet_stage_trains_with_both_weights_and_records_them(tmp_path, mo
     assert "--event-weight 4.0 --min-snr 5.0" in info["command"]
     assert torch.isfinite(torch.tensor(info["final_losses"]["loss"]))
     assert (out / "audioldm" / "unet" / "diffusion_pytorch_model.safetensors").exists()
+
+
+def test_audio_unet_stage_centres_its_latents_and_records_the_mean(tmp_path, monkeypatch) -> None:
+    """The UNet is trained on zero-mean latents; the mean goes into the VAE's config."""
+    from diffusers import AutoencoderKL
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    common = ["--clips", "4", "--batch", "2", "--models", str(out), "--device", "cpu"]
+    run_stage("audio-vae", build_parser().parse_args(["audio-vae", "--steps", "1", *common]))
+    assert AutoencoderKL.from_pretrained(out / "audioldm" / "vae").config.latents_mean is None
+    run_stage("audio-text", build_parser().parse_args(["audio-text", "--steps", "1", *common]))
+    run_stage("audio-unet", build_parser().parse_args(["audio-unet", "--steps", "1", *common]))
+    vae = AutoencoderKL.from_pretrained(out / "audioldm" / "vae")
+    with torch.no_grad():
+        mels = _mels(load_clips("train", 4), torch.device("cpu")).unsqueeze(1)
+        want = vae.encode(mels).latent_dist.mean.mean((0, 2, 3))
+    got = torch.tensor(vae.config.latents_mean)
+    assert got.shape == (vae.config.latent_channels,)
+    assert torch.allclose(got, want, atol=1e-4)
+    info = json.loads((out / "training.json").read_text())["audio-unet"]
+    assert info["latents_mean"] == vae.config.latents_mean

@@ -91,6 +91,29 @@ class DDIMMath:
         return a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
 
 
+def _channel_stat(vae: Any, name: str, like: torch.Tensor) -> torch.Tensor | None:
+    v = getattr(vae.config, name, None)
+    if v is None:
+        return None
+    return torch.as_tensor(v, dtype=like.dtype, device=like.device).view(1, -1, *[1] * (like.dim() - 2))
+
+
+def vae_to_unet_latents(vae: Any, z: torch.Tensor) -> torch.Tensor:
+    """Raw VAE latents (B, C, ...) -> the UNet's space: ``(z - latents_mean) * scaling_factor
+    / latents_std``, diffusers' convention; the per-channel stats apply only when the VAE's
+    config sets them (the world's audio VAE sets ``latents_mean``; SD and AudioLDM do not)."""
+    mean, std = _channel_stat(vae, "latents_mean", z), _channel_stat(vae, "latents_std", z)
+    z = (z - mean if mean is not None else z) * float(vae.config.scaling_factor)
+    return z / std if std is not None else z
+
+
+def unet_to_vae_latents(vae: Any, z: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`vae_to_unet_latents` (what goes into ``vae.decode``)."""
+    mean, std = _channel_stat(vae, "latents_mean", z), _channel_stat(vae, "latents_std", z)
+    z = (z * std if std is not None else z) / float(vae.config.scaling_factor)
+    return z + mean if mean is not None else z
+
+
 def match_batch(x: torch.Tensor, b: int) -> torch.Tensor:
     """Repeat a batch-1 conditioning tensor to batch ``b``; anything else must already match."""
     if x.shape[0] == b:

@@ -38,6 +38,7 @@ from avbridge.generators._common import (
     quiet_diffusers,
     resolve_source,
     timestep_batch,
+    unet_to_vae_latents,
 )
 from avbridge.generators.base import MediaSpec, Modality, PromptCond
 from avbridge.generators.tokenizers import build_word_tokenizer
@@ -260,7 +261,7 @@ class AnimateDiffGenerator(LatentDiffusionAdapter):
         return self._ddim.model_output_to_eps(out, z, t)
 
     def _decode_images(self, z: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        z = z / float(self.vae.config.scaling_factor)
+        z = unet_to_vae_latents(self.vae, z)
         chunk = self.decode_chunk_size or z.shape[0]
         parts = [self.vae.decode(c.to(self.vae.dtype)).sample.float() for c in z.split(chunk)]
         x = torch.cat(parts)

@@ -46,6 +46,7 @@ from avbridge.generators._common import (
     prompt_pair,
     resolve_source,
     timestep_batch,
+    unet_to_vae_latents,
 )
 from avbridge.generators.base import MediaSpec, Modality, PromptCond, SpectrogramFeatures
 from avbridge.generators.tokenizers import build_word_tokenizer
@@ -328,8 +329,7 @@ class AudioLDMGenerator(LatentDiffusionAdapter):
 
     def decode_mel(self, z0: torch.Tensor) -> torch.Tensor:
         """VAE decode: latents -> log-mel (B, 1, T, 64). Differentiable."""
-        z0 = z0 / float(self.vae.config.scaling_factor)
-        return self.vae.decode(z0.to(self.vae.dtype)).sample
+        return self.vae.decode(unet_to_vae_latents(self.vae, z0).to(self.vae.dtype)).sample
 
     def vocode(self, mel: torch.Tensor) -> torch.Tensor:
         """Vocoder: log-mel (B, 1, T, 64) -> waveform. Differentiable.

@@ -162,6 +162,14 @@ def _latent_stats(vae, batches, device) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(means), torch.cat(stds)
 
 
+def set_latents_mean(vae, latents: torch.Tensor, folder: Path) -> None:
+    """Record the per-channel mean of ``latents`` (B, C, ..., raw VAE units) as the VAE's
+    ``latents_mean`` (diffusers' convention) in ``folder``'s config; weights are untouched."""
+    mean = latents.mean(dim=[d for d in range(latents.dim()) if d != 1])
+    vae.register_to_config(latents_mean=[round(float(v), 6) for v in mean])
+    vae.save_config(folder)
+
+
 def _write_model_index(folder: Path, pipeline: str, parts: dict[str, tuple[str, str]]) -> None:
     import diffusers
 
@@ -362,6 +370,8 @@ def stage_audio_unet(args) -> dict:
     from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler
     from transformers import AutoTokenizer, ClapTextModelWithProjection
 
+    from avbridge.generators._common import vae_to_unet_latents
+
     dev = args.device
     root = args.models / "audioldm"
     vae = AutoencoderKL.from_pretrained(_require(root / "vae", "audio-vae")).to(dev).eval()
@@ -371,7 +381,10 @@ def stage_audio_unet(args) -> dict:
     clips = load_clips("train", args.clips)
     mels = _mels(clips, dev).unsqueeze(1)
     mu, sd = _latent_stats(vae, mels.split(64), dev)
-    sf = vae.config.scaling_factor
+    # The UNet works on zero-mean latents: with AudioLDM's betas almost none of a latent's
+    # mean leaks into the last noise levels, so a UNet trained on offset latents and
+    # started from N(0, I) samples latents centred on zero instead (twelfth session).
+    set_latents_mean(vae, mu, root / "vae")
     frame_w = 1.0 + args.event_weight * event_profile(mels[:, 0], mu.shape[2])
     del mels
     # Every caption variant of every (class, colour, size) is encoded once (frozen encoder).
@@ -394,7 +407,7 @@ def stage_audio_unet(args) -> dict:
     rng = random.Random(args.seed)
     while loop.running():
         idx = torch.randint(0, len(mu), (args.batch,), device=dev)
-        z0 = (mu[idx] + sd[idx] * torch.randn_like(mu[idx])) * sf
+        z0 = vae_to_unet_latents(vae, mu[idx] + sd[idx] * torch.randn_like(mu[idx]))
         caps = ["" if rng.random() < args.uncond else sample_caption(clips.truths[i], rng)
                 for i in idx.tolist()]
         cond = embed(caps)
@@ -417,7 +430,8 @@ def stage_audio_unet(args) -> dict:
         "vocoder": ("transformers", "SpeechT5HifiGan"),
     })
     return _finish(args, loop, "audio-unet", {"uncond_prob": args.uncond, "ema": args.ema,
-                                              "event_weight": args.event_weight, "min_snr": args.min_snr})
+                                              "event_weight": args.event_weight, "min_snr": args.min_snr,
+                                              "latents_mean": vae.config.latents_mean})
 
 
 # ---------------------------------------------------------------- video VAE
@@ -505,6 +519,8 @@ def _encode_clip(text_model, tok, texts: list[str], dev) -> torch.Tensor:
 def stage_video_unet(args) -> dict:
     from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler
 
+    from avbridge.generators._common import vae_to_unet_latents
+
     dev = args.device
     root = args.models / "animatediff"
     vae = AutoencoderKL.from_pretrained(_require(root / "vae", "video-vae")).to(dev).eval()
@@ -513,7 +529,6 @@ def stage_video_unet(args) -> dict:
     frames = _frames01(clips.video.flatten(0, 1))
     mu, sd = _latent_stats(vae, frames.split(512), dev)
     del frames
-    sf = vae.config.scaling_factor
     mu = mu.view(n, t_len, *mu.shape[1:]).transpose(1, 2).contiguous()  # (N, 4, T, 8, 8)
     sd = sd.view(n, t_len, *sd.shape[1:]).transpose(1, 2).contiguous()
     tok = build_tokenizer("clip", MAX_TOKENS)
@@ -529,7 +544,8 @@ def stage_video_unet(args) -> dict:
     while loop.running():
         idx = torch.randint(0, n, (args.batch,), device=dev)
         s = random.randrange(0, t_len - nf + 1)
-        z0 = (mu[idx, :, s:s + nf] + sd[idx, :, s:s + nf] * torch.randn_like(mu[idx, :, s:s + nf])) * sf
+        m, v = mu[idx, :, s:s + nf], sd[idx, :, s:s + nf]
+        z0 = vae_to_unet_latents(vae, m + v * torch.randn_like(m))
         caps = ["" if rng.random() < args.uncond else sample_caption(clips.truths[i], rng)
                 for i in idx.tolist()]
         cond = _encode_clip(text, tok, caps, dev)
