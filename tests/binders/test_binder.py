@@ -70,8 +70,11 @@ def test_save_and_load_pretrained(tmp_path, world_binder):
     world_binder.save_pretrained(tmp_path / "binder")
     again = ImageBindBinder.from_pretrained(tmp_path / "binder")
     assert again.config == world_binder.config and again.clips == world_binder.clips
+    saved, loaded = world_binder.model.state_dict(), again.model.state_dict()
+    assert saved.keys() == loaded.keys() and all(torch.equal(saved[k], loaded[k]) for k in saved)
+    # Same weights; two instances may still take kernels that differ in the last float bit.
     texts = ["a small red ball bouncing"]
-    assert torch.equal(again.embed_text(texts).pooled, world_binder.embed_text(texts).pooled)
+    assert torch.allclose(again.embed_text(texts).pooled, world_binder.embed_text(texts).pooled, atol=1e-6)
     with pytest.raises(CheckpointError, match="config.json"):
         ImageBindBinder.from_pretrained(tmp_path / "empty")
 
