@@ -36,7 +36,6 @@ import torch
 
 from avbridge import tasks as T
 from avbridge.aligner import AlignConfig
-from avbridge.generators._common import vae_to_unet_latents
 from avbridge.generators.animatediff import AnimateDiffGenerator
 from avbridge.generators.audioldm import (
     MEL_HOP,
@@ -64,7 +63,7 @@ def _real_mel(gen: AudioLDMGenerator, clip) -> torch.Tensor:
 
 
 def _audio_latent(gen: AudioLDMGenerator, mel: torch.Tensor) -> torch.Tensor:
-    return vae_to_unet_latents(gen.vae, gen.vae.encode(mel).latent_dist.mode())
+    return gen.encode_mel(mel)
 
 
 @torch.no_grad()

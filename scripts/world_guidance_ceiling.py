@@ -28,7 +28,6 @@ import torch
 import torch.nn.functional as F
 
 from avbridge.aligner import envelope_projection
-from avbridge.generators._common import vae_to_unet_latents
 from avbridge.generators.audioldm import mel_spectrogram
 from avbridge.generators.base import MediaSpec
 from avbridge.registry import load_components
@@ -66,8 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         mel = mel_spectrogram(torch.from_numpy(samples).float()[None])[..., :frames, :]
         mel = F.pad(mel, (0, 0, 0, frames - mel.shape[-2]))
         with torch.no_grad():
-            z = gen.vae.encode(mel.to(gen.vae.dtype)).latent_dist.mean.float()
-        return vae_to_unet_latents(gen.vae, z)
+            return gen.encode_mel(mel)
 
     def embed(z: torch.Tensor) -> torch.Tensor:
         if args.path == "mel":

@@ -47,3 +47,11 @@ def test_decode_adds_the_vae_latent_mean(audio_gen) -> None:
         want = gen.vae.decode(z / sf + torch.tensor(mean).view(1, c, 1, 1)).sample
         assert torch.allclose(gen.decode_mel(z), want, atol=1e-5)
         assert not torch.allclose(audio_gen.decode_mel(z), want, atol=1e-3)
+
+
+def test_encode_mel_gives_the_unet_latents_of_the_posterior_mean(audio_gen) -> None:
+    gen = _with_stats(audio_gen, [0.1 * i for i in range(audio_gen.latent_channels)])
+    mel = torch.randn(1, 1, 16, audio_gen.n_mels)
+    with torch.no_grad():
+        want = vae_to_unet_latents(gen.vae, gen.vae.encode(mel).latent_dist.mean)
+        assert torch.allclose(gen.encode_mel(mel), want)

@@ -47,6 +47,7 @@ from avbridge.generators._common import (
     resolve_source,
     timestep_batch,
     unet_to_vae_latents,
+    vae_to_unet_latents,
 )
 from avbridge.generators.base import MediaSpec, Modality, PromptCond, SpectrogramFeatures
 from avbridge.generators.tokenizers import build_word_tokenizer
@@ -326,6 +327,12 @@ class AudioLDMGenerator(LatentDiffusionAdapter):
         ).sample.float()
         out = combine_cfg(out, use_cfg, guidance_scale)
         return self._ddim.model_output_to_eps(out, z, t)
+
+    def encode_mel(self, mel: torch.Tensor) -> torch.Tensor:
+        """VAE encode: log-mel (B, 1, T, 64) -> the UNet's latents (posterior mean); the inverse
+        of :meth:`decode_mel` up to the VAE's reconstruction error."""
+        z = self.vae.encode(mel.to(self.vae.dtype)).latent_dist.mean.float()
+        return vae_to_unet_latents(self.vae, z)
 
     def decode_mel(self, z0: torch.Tensor) -> torch.Tensor:
         """VAE decode: latents -> log-mel (B, 1, T, 64). Differentiable."""

@@ -382,7 +382,7 @@ def stage_audio_unet(args) -> dict:
     mels = _mels(clips, dev).unsqueeze(1)
     mu, sd = _latent_stats(vae, mels.split(64), dev)
     # The UNet works on zero-mean latents: with AudioLDM's betas almost none of a latent's
-    # mean leaks into the last noise levels, so a UNet trained on offset latents and
+    # mean leaks into the noisiest training inputs, so a UNet trained on offset latents and
     # started from N(0, I) samples latents centred on zero instead (twelfth session).
     set_latents_mean(vae, mu, root / "vae")
     frame_w = 1.0 + args.event_weight * event_profile(mels[:, 0], mu.shape[2])

@@ -131,18 +131,15 @@ class LatentAdversary:
 
     def __init__(self, models_dir: Path, clips: ClipSet, device: torch.device, steps: int,
                  step_size: float = 0.1):
-        from avbridge.generators._common import vae_to_unet_latents
         from avbridge.generators.audioldm import AudioLDMGenerator
         from avbridge.world.train import _mels
 
         self.gen = AudioLDMGenerator.from_pretrained(models_dir / "audioldm", device=device)
         self.spec = MediaSpec(duration_s=WORLD.duration_s)
         self.steps, self.step_size = steps, step_size
-        vae = self.gen.vae
         with torch.no_grad():
             mels = _mels(clips, device).unsqueeze(1)
-            self.latents = vae_to_unet_latents(vae, torch.cat([vae.encode(m).latent_dist.mean
-                                                               for m in mels.split(64)]))
+            self.latents = torch.cat([self.gen.encode_mel(m) for m in mels.split(64)])
 
     def embed(self, binder: ImageBindBinder, z: torch.Tensor) -> torch.Tensor:
         """Per-window audio embeddings (B, C, D) of latents ``z`` via the mel path."""
