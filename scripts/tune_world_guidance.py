@@ -60,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
                         "lr replaces the tasks' own grids)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="FIELD=VALUE",
                    help="fix an AlignConfig field for every guided run (repeatable)")
+    p.add_argument("--start", type=int, default=0, help="offset of the first validation seed")
+    p.add_argument("--seed", type=int, default=0, help="generation seed of the first clip (+i per clip)")
+    p.add_argument("--audio-model", default=None, metavar="DIR",
+                   help="tune for this AudioLDM folder instead of the world's (a retrained one)")
+    p.add_argument("--video-model", default=None, metavar="DIR",
+                   help="tune for this AnimateDiff folder instead of the world's")
     p.add_argument("--per-clip-only", action="store_true",
                    help="V2A/A2V/joint: try the per-clip loss only (no pooled-loss runs)")
     args = p.parse_args(argv)
@@ -85,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         return combos
 
     need = sorted({g for t in tasks for g in TASK_NEEDS[t]})
-    comps = load_components("world", need=need)
+    comps = load_components("world", need=need, audio_model=args.audio_model,
+                            video_model=args.video_model)
     evalm = EvalModels.load()
     results: dict = {}
     picks: dict = {}
@@ -95,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         for j, setting in enumerate(settings(task)):
             r = run_bench(args.n, (task,), components=comps, evalmodels=evalm, steps=args.steps,
                           per_clip=task in ("v2a", "a2v", "joint"), split="val",
+                          start=args.start, seed=args.seed,
                           overrides={**fixed, **setting},
                           # vanilla does not depend on guidance settings: run it once
                           vanilla=j == 0, pooled=not args.per_clip_only, log=None)
@@ -112,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         picks[task] = pick
         print(f"{task}: pick {pick}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"n": args.n, "steps": args.steps, "results": results,
+    args.out.write_text(json.dumps({"n": args.n, "steps": args.steps, "start": args.start,
+                                    "seed": args.seed, "audio_model": args.audio_model,
+                                    "video_model": args.video_model, "results": results,
                                     "picks": picks}, indent=1) + "\n")
     if args.write:
         path = world_models_dir() / "guidance.json"

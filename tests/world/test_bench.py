@@ -129,11 +129,12 @@ def test_bench_command_on_validation_clips_with_a_setting(tmp_path, capsys):
     shutil.copytree(world_models_dir() / "binder", binder)
     assert main(["bench", "--n", "1", "--tasks", "a2i", "--steps", "2", "--split", "val",
                  "--set", "update=norm-grad", "--set", "lr=0.02", "--binder", str(binder),
-                 "--out", str(tmp_path)]) == 0
+                 "--video-model", str(world_models_dir() / "animatediff"), "--out", str(tmp_path)]) == 0
     res = json.loads((tmp_path / "bench.json").read_text())
     assert res["config"]["split"] == "val" and res["config"]["seeds"] == [1_000_000, 1_000_000]
     assert res["config"]["overrides"] == {"update": "norm-grad", "lr": 0.02}
     assert res["config"]["binder"] == str(binder)
+    assert res["config"]["video_model"] == str(world_models_dir() / "animatediff")
     assert [r["variant"] for r in res["rows"]] == ["vanilla", "guided"]
     assert main(["bench", "--n", "1", "--set", "lr=fast", "--out", str(tmp_path / "x")]) == 2
     assert "'fast' is not a float" in capsys.readouterr().err
@@ -142,3 +143,7 @@ def test_bench_command_on_validation_clips_with_a_setting(tmp_path, capsys):
                  "--out", str(tmp_path / "y")]) == 2
     assert f"{tmp_path / 'none'}: no such file" in capsys.readouterr().err
     assert not (tmp_path / "y").exists()
+    assert main(["bench", "--n", "1", "--tasks", "v2a", "--audio-model", str(tmp_path / "no-audio"),
+                 "--out", str(tmp_path / "z")]) == 2
+    assert f"{tmp_path / 'no-audio'}" in capsys.readouterr().err
+    assert not (tmp_path / "z").exists()

@@ -173,6 +173,8 @@ def run_bench(
     split: str = "test",
     overrides: dict[str, Any] | None = None,
     binder: str | None = None,
+    audio_model: str | None = None,
+    video_model: str | None = None,
     vanilla: bool = True,
     pooled: bool = True,
     log: Callable[[str], None] | None = print,
@@ -186,7 +188,9 @@ def run_bench(
     ``vanilla=False`` skips the vanilla runs (a settings sweep needs them once);
     ``pooled=False`` with ``per_clip`` skips the pooled-loss guided runs.
     ``binder`` replaces the world binder by another folder (e.g. a retrained one), for every
-    variant; ignored when ``components`` is given.
+    variant; ``audio_model`` and ``video_model`` likewise replace the world's AudioLDM or
+    AnimateDiff folder (the video one also serves the image tasks). All three are ignored
+    when ``components`` is given.
     """
     from avbridge.tasks import default_config
     from avbridge.world.evalmodels import EvalModels
@@ -202,7 +206,8 @@ def run_bench(
         from avbridge.registry import TASK_NEEDS, load_components
 
         need = sorted({g for t in tasks for g in TASK_NEEDS[t]})
-        components = load_components("world", device=device, need=need, binder=binder)
+        components = load_components("world", device=device, need=need, binder=binder,
+                                     audio_model=audio_model, video_model=video_model)
     evalm = evalmodels if evalmodels is not None else EvalModels.load()
     seeds = split_seeds(split, n, start=start)  # type: ignore[arg-type]
     rows: list[dict[str, Any]] = []
@@ -240,7 +245,8 @@ def run_bench(
             summary[task][name]["n"] = len(sel)
     config = {"n": n, "tasks": list(tasks), "steps": steps, "per_clip": per_clip, "seed": seed,
               "device": device, "split": split, "seeds": [seeds[0], seeds[-1]],
-              "overrides": overrides or {}, "binder": binder, "tolerance_s": TOL_S,
+              "overrides": overrides or {}, "binder": binder, "audio_model": audio_model,
+              "video_model": video_model, "tolerance_s": TOL_S,
               "wall_s": round(time.time() - t0, 1)}
     return {"config": config, "summary": summary, "rows": rows}
 
@@ -279,6 +285,10 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
                    "per_clip is set per variant, see --per-clip)")
     p.add_argument("--binder", default=None, metavar="DIR",
                    help="use this binder folder instead of the world's (a retrained one; for every variant)")
+    p.add_argument("--audio-model", default=None, metavar="DIR",
+                   help="use this AudioLDM folder instead of the world's (a retrained one; every variant)")
+    p.add_argument("--video-model", default=None, metavar="DIR",
+                   help="use this AnimateDiff folder instead of the world's (also for the image tasks)")
     p.add_argument("--out", default="out/world-bench", metavar="DIR", help="folder for bench.json")
 
 
@@ -336,6 +346,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     result = run_bench(args.n, tasks, steps=args.steps, per_clip=args.per_clip, seed=args.seed,
                        device=args.device, start=args.start, split=args.split,
                        overrides=parse_overrides(args.overrides), binder=args.binder,
+                       audio_model=args.audio_model, video_model=args.video_model,
                        log=lambda s: print(s, file=sys.stderr, flush=True))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
