@@ -25,7 +25,7 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import torch
@@ -95,7 +95,7 @@ class AlignConfig:
     inner_steps: int = 1
     window: tuple[float, float] = (0.2, 1.0)
     prompt_lr: PerModality = 0.0
-    weights: LossWeights = field(default_factory=LossWeights)
+    weights: LossWeights | Mapping[str, float] = field(default_factory=LossWeights)
     per_clip: bool = False
     grad_through_unet: bool = False
     recompute_eps: bool = False
@@ -106,6 +106,11 @@ class AlignConfig:
     guidance_dtype: Literal["bfloat16", "float16"] | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.weights, Mapping):  # from JSON (guidance.json, --set weights.at=2)
+            unknown = set(self.weights) - {f.name for f in fields(LossWeights)}
+            if unknown:
+                raise ValueError(f"unknown loss weights {sorted(unknown)}; expected av, vt, at")
+            self.weights = LossWeights(**{k: float(v) for k, v in self.weights.items()})
         if self.guidance_dtype not in (None, "bfloat16", "float16"):
             raise ValueError(
                 f"guidance_dtype must be None, 'bfloat16' or 'float16', got {self.guidance_dtype!r}"

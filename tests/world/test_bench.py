@@ -107,12 +107,18 @@ def test_parse_overrides_types_and_errors():
     from avbridge.world.bench import parse_overrides
 
     got = parse_overrides(["update=norm-grad", "lr=0.3", "inner-steps=3", "recompute_eps=true",
-                           "window=0:0.5"])
+                           "window=0:0.5", "weights.at=2", "weights.av=0.5"])
     assert got == {"update": "norm-grad", "lr": 0.3, "inner_steps": 3, "recompute_eps": True,
-                   "window": (0.0, 0.5)}
+                   "window": (0.0, 0.5), "weights": {"at": 2.0, "av": 0.5}}
+    from avbridge.aligner import AlignConfig
+    from avbridge.losses import LossWeights
+
+    assert AlignConfig(**got).weights == LossWeights(av=0.5, vt=1.0, at=2.0)
     cases = ((["lr=x"], "not a float"), (["nope=1"], "FIELD one of"), (["update=sgd"], "update"),
              (["window=0.1"], "START:STOP"), (["window=0.5:0.2"], "window must satisfy"),
-             (["weights=1"], "cannot be set"), (["per_clip=1"], "--per-clip"), (["lr"], "FIELD=VALUE"))
+             (["weights=1"], "cannot be set"),
+             (["weights.xy=1"], "unknown loss weights"), (["weights.at=big"], "not a float"),
+             (["per_clip=1"], "--per-clip"), (["lr"], "FIELD=VALUE"))
     for bad, msg in cases:
         with pytest.raises(AvbridgeError, match=msg):
             parse_overrides(bad)

@@ -295,8 +295,9 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``["lr=0.3", "update=norm-grad"]`` -> AlignConfig field values of the fields' own types.
 
-    Only plain fields (numbers, booleans, strings) and the ``window`` pair (``window=0:1``,
-    start and stop split by a colon) can be set; an unknown field or a value of the wrong
+    Only plain fields (numbers, booleans, strings), the ``window`` pair (``window=0:1``,
+    start and stop split by a colon) and the loss weights (``weights.at=2``: the named
+    terms, the others at 1) can be set; an unknown field or a value of the wrong
     type is an AvbridgeError naming it."""
     from avbridge.aligner import AlignConfig
 
@@ -306,6 +307,12 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, raw = item.partition("=")
         key = key.strip().replace("-", "_")
+        if key.startswith("weights.") and sep:
+            try:
+                out.setdefault("weights", {})[key.removeprefix("weights.")] = float(raw)
+            except ValueError:
+                raise AvbridgeError(f"--set {item!r}: {raw!r} is not a float") from None
+            continue
         if not sep or key not in names:
             known = ", ".join(sorted(names))
             raise AvbridgeError(f"--set {item!r}: expected FIELD=VALUE, FIELD one of {known}")
@@ -329,7 +336,8 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             elif isinstance(cur, str) or cur is None:
                 val = None if raw.lower() == "none" else raw
             else:
-                raise AvbridgeError(f"--set {key}: a {type(cur).__name__} field cannot be set here")
+                raise AvbridgeError(f"--set {key}: a {type(cur).__name__} field cannot be set here "
+                                "(loss weights: --set weights.at=2)")
         except ValueError:
             kind = "START:STOP pair of numbers" if isinstance(cur, tuple) else type(cur).__name__
             raise AvbridgeError(f"--set {item!r}: {raw!r} is not a {kind}") from None
