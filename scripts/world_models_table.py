@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-ORDER = ["audio-vae", "vocoder", "audio-text", "audio-unet", "video-vae", "video-unet", "binder",
+ORDER = ["audio-vae", "vocoder", "vocoder-gan", "audio-text", "audio-unet", "video-vae", "video-unet", "binder",
          "binder-align", "binder-align-av"]
 
 
@@ -22,7 +22,7 @@ def main(argv: list[str]) -> int:
     print("| stage | steps | batch | lr | seed | clips | wall (s) | device | final losses | extra |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     skip = {"steps", "batch", "lr", "seed", "clips", "wall_s", "device", "final_losses", "command", "world"}
-    for stage in ORDER:
+    for stage in ORDER + sorted(set(data) - set(ORDER)):
         if stage not in data:
             continue
         d = data[stage]

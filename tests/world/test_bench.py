@@ -97,9 +97,9 @@ def test_ci_bench_runs_and_scores_v2a(ci_bench: dict) -> None:
 
 @pytest.mark.slow
 def test_ci_bench_guided_beats_vanilla_on_v2a_sync(ci_bench: dict) -> None:
-    """The issue's CI check. Shipped models (binder-align-av binder, per-clip loss, lr 0.3,
-    10 steps): 0.310 vs 0.276 on these 10 clips; on the 100-clip bench at 10 steps 0.330 vs
-    0.230, short of the issue's +0.15, which V2A meets at its own 30 steps (docs/world.md)."""
+    """The issue's CI check. Shipped models (v5 audio UNet and vocoder, binder-align-av
+    binder, per-clip loss, lr 0.3, 10 steps): 0.249 vs 0.231 on these 10 clips (class 0.9
+    both); V2A's own 30 steps are where its settings were tuned (docs/world.md)."""
     assert ci_bench["guided"]["sync_f1"][0] > ci_bench["vanilla"]["sync_f1"][0], ci_bench["guided"]
 
 

@@ -76,3 +76,35 @@ def test_binder_loads_and_embeds_per_window() -> None:
     assert v.clips.shape == (2, 4, d) and a.clips.shape == (2, 4, d)
     assert t.pooled.shape == (2, d)
     assert torch.allclose(v.pooled.norm(dim=-1), torch.ones(2), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_audio_samples_are_centred_like_real_latents() -> None:
+    """The audio UNet samples latents whose per-channel means match the real clips' in the
+    UNet's units (docs/world.md, "The latent mean"). The first audio UNet sampled zero-mean
+    latents while the VAE's latents sit up to 2 sd off zero; decoded, that is a loud
+    textured background heard as drum or hammer."""
+    from avbridge.generators.audioldm import AudioLDMGenerator, mel_spectrogram
+    from avbridge.world.scene import render_clip, split_seeds
+
+    gen = AudioLDMGenerator.from_pretrained(_need("audioldm"))
+    clips = [render_clip(s) for s in split_seeds("val", 4)]
+    real = []
+    for clip in clips:
+        mel = mel_spectrogram(torch.from_numpy(clip.audio.samples).float()[None])
+        mel = mel[:, None] if mel.dim() == 3 else mel
+        mel = mel[:, :, : mel.shape[2] // gen.vae_scale_factor * gen.vae_scale_factor]
+        with torch.no_grad():
+            real.append(gen.encode_mel(mel).mean(dim=(0, 2, 3)))
+    real_mean = torch.stack(real).mean(0)
+    sampled = []
+    for i, clip in enumerate(clips):
+        cond = gen.encode_prompt([clip.caption])
+        z = gen.init_latents(gen.default_spec(clip.audio.duration_s), 1, torch.Generator().manual_seed(i))
+        with torch.no_grad():
+            for t in gen.timesteps(10):
+                z = gen.step(z, gen.predict_eps(z, t, cond, guidance_scale=2.5), t)
+        sampled.append(z.mean(dim=(0, 2, 3)))
+    sampled = torch.stack(sampled).mean(0)
+    assert real_mean.abs().max() < 0.5, f"real latents are not centred in UNet units: {real_mean}"
+    assert (sampled - real_mean).abs().max() < 0.5, f"samples {sampled} vs real {real_mean}"
