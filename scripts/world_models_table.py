@@ -12,8 +12,8 @@ import json
 import sys
 from pathlib import Path
 
-ORDER = ["audio-vae", "vocoder", "vocoder-gan", "audio-text", "audio-unet", "video-vae", "video-unet", "binder",
-         "binder-align", "binder-align-av"]
+ORDER = ["audio-vae", "vocoder", "vocoder-gan", "audio-text", "audio-unet", "video-vae", "video-unet",
+         "binder", "binder-align", "binder-align-av"]
 
 
 def main(argv: list[str]) -> int:
