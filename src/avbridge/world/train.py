@@ -110,6 +110,7 @@ def _finish(args, loop: Loop, stage: str, extra: dict | None = None) -> dict:
         + (f" --grad-align {args.grad_align}" if getattr(args, "grad_align", 0) else "")
         + (f" --grad-align-video {args.grad_align_video}" if getattr(args, "grad_align_video", 0) else "")
         + (f" --event-weight {args.event_weight}" if getattr(args, "event_weight", 0) else "")
+        + (f" --object-weight {args.object_weight}" if getattr(args, "object_weight", 0) else "")
         + (f" --min-snr {args.min_snr}" if getattr(args, "min_snr", 0) else "")
         + (f" --vae-mels {args.vae_mels}" if getattr(args, "vae_mels", 0) else ""),
     }
@@ -516,8 +517,17 @@ def _encode_clip(text_model, tok, texts: list[str], dev) -> torch.Tensor:
     return text_model(input_ids=ids.input_ids.to(dev)).last_hidden_state
 
 
+def object_profile(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, 3, H, W) frames in [-1, 1] -> (N, size, size) in [0, 1]: how far each latent
+    cell's pixels stand out from their frame's mean colour (the world's objects are small on a
+    plain background), for ``--object-weight``."""
+    dev_px = (frames - frames.mean(dim=(2, 3), keepdim=True)).abs().amax(1, keepdim=True)
+    return F.adaptive_max_pool2d(dev_px, size).squeeze(1).clamp(max=1.0)
+
+
 def stage_video_unet(args) -> dict:
-    from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler
+    from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNetMotionModel
+    from transformers import CLIPTextModel
 
     from avbridge.generators._common import vae_to_unet_latents
 
@@ -528,13 +538,26 @@ def stage_video_unet(args) -> dict:
     n, t_len = clips.video.shape[:2]
     frames = _frames01(clips.video.flatten(0, 1))
     mu, sd = _latent_stats(vae, frames.split(512), dev)
+    obj = object_profile(frames, mu.shape[-1]).view(n, t_len, *mu.shape[-2:]).to(dev)
     del frames
     mu = mu.view(n, t_len, *mu.shape[1:]).transpose(1, 2).contiguous()  # (N, 4, T, 8, 8)
     sd = sd.view(n, t_len, *sd.shape[1:]).transpose(1, 2).contiguous()
+    # Zero-mean latents, as for audio (fourteenth session): the mean is the VAE's
+    # ``latents_mean``, which the adapter adds back before decoding.
+    set_latents_mean(vae, mu, root / "vae")
     tok = build_tokenizer("clip", MAX_TOKENS)
-    text = clip_text_model(len(tok), tok.eos_token_id, tok.bos_token_id).to(dev).train()
     nf = args.frames or t_len
-    unet = video_unet_model(text.config.hidden_size, nf, *_channels(args)).to(dev).train()
+    if args.init is not None:
+        text = CLIPTextModel.from_pretrained(_require(args.init / "text_encoder", "video-unet --init"),
+                                             torch_dtype=torch.float32).to(dev).train()
+        unet = UNetMotionModel.from_pretrained(_require(args.init / "unet", "video-unet --init"),
+                                               torch_dtype=torch.float32).to(dev).train()
+        if text.config.vocab_size != len(tok):
+            raise AvbridgeError(f"{args.init / 'text_encoder'}: vocabulary of {text.config.vocab_size} "
+                                f"tokens, the world's tokenizer has {len(tok)}")
+    else:
+        text = clip_text_model(len(tok), tok.eos_token_id, tok.bos_token_id).to(dev).train()
+        unet = video_unet_model(text.config.hidden_size, nf, *_channels(args)).to(dev).train()
     ema_u, ema_t = EMA(unet, args.ema), EMA(text, args.ema)
     noise_sched = DDPMScheduler(num_train_timesteps=1000, clip_sample=False, **VIDEO_BETAS)
     abar = noise_sched.alphas_cumprod.to(dev)
@@ -555,7 +578,9 @@ def stage_video_unet(args) -> dict:
         zt = a.sqrt() * z0 + (1 - a).sqrt() * eps
         # diffusers' UNetMotionModel wants one prompt per frame, as AnimateDiffPipeline passes it.
         pred = unet(zt, t, encoder_hidden_states=cond.repeat_interleave(nf, dim=0)).sample
-        loss = F.mse_loss(pred, eps)
+        w = (1.0 + args.object_weight * obj[idx, s:s + nf]).unsqueeze(1)  # (B, 1, F, 8, 8)
+        err = ((pred - eps) ** 2 * w).mean((1, 2, 3, 4)) / w.mean((1, 2, 3, 4))
+        loss = (err * min_snr_weight(abar[t], args.min_snr)).mean()
         loop.update(loss)
     save_half(ema_u.shadow, root / "unet")
     ema_t.shadow.save_pretrained(root / "text_encoder", safe_serialization=True)
@@ -566,7 +591,9 @@ def stage_video_unet(args) -> dict:
         "scheduler": ("diffusers", "DDIMScheduler"), "text_encoder": ("transformers", "CLIPTextModel"),
         "tokenizer": ("transformers", "PreTrainedTokenizerFast"),
     })
-    return _finish(args, loop, "video-unet", {"frames": nf, "uncond_prob": args.uncond, "ema": args.ema})
+    return _finish(args, loop, "video-unet", {"frames": nf, "uncond_prob": args.uncond, "ema": args.ema,
+                                              "object_weight": args.object_weight, "min_snr": args.min_snr,
+                                              "latents_mean": vae.config.latents_mean})
 
 
 # ---------------------------------------------------------------- CLI
@@ -640,8 +667,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--event-weight", type=float, default=0.0,
                    help="audio-unet: extra loss weight on latent frames where the clip's sound rises "
                         "above its background (0: a plain mean)")
+    p.add_argument("--object-weight", type=float, default=0.0,
+                   help="video-unet: weight each latent cell's loss by 1 + W x how far its pixels stand "
+                        "out from the frame's background (0: plain MSE)")
     p.add_argument("--min-snr", type=float, default=0.0,
-                   help="audio-unet: min-SNR-gamma loss weighting with this gamma (0: off)")
+                   help="audio-unet / video-unet: min-SNR-gamma loss weighting with this gamma (0: off)")
     p.add_argument("--channels", default="", help="UNet block widths, e.g. 16,32,32, or the vocoder's "
                    "first width, e.g. 128 (default: the model's)")
     p.add_argument("--wide", action="store_true", help="vocoder: HiFi-GAN V1 residual stacks (3/7/11)")
@@ -654,7 +684,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "VAE's round trip (what generated audio is), the target wave the real one (0: none)")
     p.add_argument("--cosine", action="store_true", help="cosine learning-rate decay over the budget")
     p.add_argument("--init", type=Path, default=None,
-                   help="binder / vocoder-gan: start from this trained folder (default: the shipped one)")
+                   help="binder / vocoder-gan: start from this trained folder (default: the shipped one); "
+                        "video-unet: from this animatediff folder's UNet and text encoder")
     p.add_argument("--adv-steps", type=int, default=0,
                    help="binder: signed-gradient steps of the adversarial video-audio negatives (0: none)")
     p.add_argument("--adv-eps", type=float, default=0.15,

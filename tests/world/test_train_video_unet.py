@@ -1,0 +1,66 @@
+"""The video UNet stage: zero-mean latents, object-weighted loss, min-SNR and ``--init``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from avbridge.errors import AvbridgeError
+from avbridge.world.train import build_parser, object_profile, run_stage
+
+
+def test_object_profile_marks_the_cells_that_hold_the_object() -> None:
+    frames = torch.full((2, 3, 32, 32), -0.8)
+    frames[0, 0, 4:8, 20:24] = 0.9  # a red square in latent cell (1, 5) of frame 0
+    p = object_profile(frames, 8)
+    assert p.shape == (2, 8, 8)
+    assert p[0, 1, 5] > 0.9
+    rest = torch.ones(8, 8, dtype=torch.bool)
+    rest[1, 5] = False
+    assert p[0][rest].max() < 0.05 and p[1].max() < 1e-6  # background and an empty frame
+
+
+def _common(out) -> list[str]:
+    return ["--clips", "4", "--batch", "2", "--frames", "8", "--models", str(out), "--device", "cpu"]
+
+
+def test_video_unet_stage_centres_latents_weights_objects_and_fine_tunes(tmp_path, monkeypatch) -> None:
+    from diffusers import AutoencoderKL, UNetMotionModel
+
+    monkeypatch.chdir(tmp_path)  # the clip cache and the work folder are relative to it
+    first, second = tmp_path / "first", tmp_path / "second"
+    run_stage("video-vae", build_parser().parse_args(["video-vae", "--steps", "1", *_common(first)]))
+    assert AutoencoderKL.from_pretrained(first / "animatediff" / "vae").config.latents_mean is None
+    run_stage("video-unet", build_parser().parse_args(["video-unet", "--steps", "1", *_common(first)]))
+    mean = AutoencoderKL.from_pretrained(first / "animatediff" / "vae").config.latents_mean
+    assert len(mean) == 4 and any(abs(m) > 1e-3 for m in mean)
+
+    (second / "animatediff").mkdir(parents=True)
+    import shutil
+
+    shutil.copytree(first / "animatediff" / "vae", second / "animatediff" / "vae")
+    init = first / "animatediff"
+    run_stage("video-unet", build_parser().parse_args(
+        ["video-unet", "--steps", "2", "--object-weight", "4", "--min-snr", "5", "--init", str(init),
+         *_common(second)]))
+    info = json.loads((second / "training.json").read_text())["video-unet"]
+    assert info["steps"] == 2 and info["object_weight"] == 4.0 and info["min_snr"] == 5.0
+    assert f"--init {init} --object-weight 4.0 --min-snr 5.0" in info["command"]
+    assert torch.isfinite(torch.tensor(info["final_losses"]["loss"]))
+    a = UNetMotionModel.from_pretrained(init / "unet").state_dict()
+    b = UNetMotionModel.from_pretrained(second / "animatediff" / "unet").state_dict()
+    assert a.keys() == b.keys()
+    # Started from the first run's weights: close to them after two steps, but trained.
+    k = next(k for k in a if k.endswith("conv_in.weight"))
+    assert not torch.equal(a[k], b[k]) and (a[k].float() - b[k].float()).abs().max() < 0.05
+
+
+def test_video_unet_init_names_a_missing_folder(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    run_stage("video-vae", build_parser().parse_args(["video-vae", "--steps", "1", *_common(out)]))
+    with pytest.raises(AvbridgeError, match="nowhere"):
+        run_stage("video-unet", build_parser().parse_args(
+            ["video-unet", "--steps", "1", "--init", str(tmp_path / "nowhere"), *_common(out)]))
