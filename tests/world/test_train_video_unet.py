@@ -1,4 +1,5 @@
-"""The video UNet stage: zero-mean latents, object-weighted loss, min-SNR and ``--init``."""
+"""The video UNet stage: zero-mean latents, object-weighted loss, min-SNR, the text-contrast term
+and ``--init``."""
 
 from __future__ import annotations
 
@@ -43,12 +44,15 @@ def test_video_unet_stage_centres_latents_weights_objects_and_fine_tunes(tmp_pat
     shutil.copytree(first / "animatediff" / "vae", second / "animatediff" / "vae")
     init = first / "animatediff"
     run_stage("video-unet", build_parser().parse_args(
-        ["video-unet", "--steps", "2", "--object-weight", "4", "--min-snr", "5", "--init", str(init),
+        ["video-unet", "--steps", "2", "--object-weight", "4", "--min-snr", "5", "--text-contrast", "1",
+         "--init", str(init),
          *_common(second)]))
     info = json.loads((second / "training.json").read_text())["video-unet"]
     assert info["steps"] == 2 and info["object_weight"] == 4.0 and info["min_snr"] == 5.0
-    assert f"--init {init} --object-weight 4.0 --min-snr 5.0" in info["command"]
+    assert info["text_contrast"] == 1.0
+    assert f"--init {init} --object-weight 4.0 --text-contrast 1.0 --min-snr 5.0" in info["command"]
     assert torch.isfinite(torch.tensor(info["final_losses"]["loss"]))
+    assert info["final_losses"]["contrast"] > 0  # the contrastive term ran and was logged
     a = UNetMotionModel.from_pretrained(init / "unet").state_dict()
     b = UNetMotionModel.from_pretrained(second / "animatediff" / "unet").state_dict()
     assert a.keys() == b.keys()

@@ -111,6 +111,7 @@ def _finish(args, loop: Loop, stage: str, extra: dict | None = None) -> dict:
         + (f" --grad-align-video {args.grad_align_video}" if getattr(args, "grad_align_video", 0) else "")
         + (f" --event-weight {args.event_weight}" if getattr(args, "event_weight", 0) else "")
         + (f" --object-weight {args.object_weight}" if getattr(args, "object_weight", 0) else "")
+        + (f" --text-contrast {args.text_contrast}" if getattr(args, "text_contrast", 0) else "")
         + (f" --min-snr {args.min_snr}" if getattr(args, "min_snr", 0) else "")
         + (f" --vae-mels {args.vae_mels}" if getattr(args, "vae_mels", 0) else ""),
     }
@@ -512,9 +513,11 @@ def video_scheduler_config() -> dict:
                 prediction_type="epsilon", timestep_spacing="linspace", **VIDEO_BETAS)
 
 
-def _encode_clip(text_model, tok, texts: list[str], dev) -> torch.Tensor:
+def _encode_clip(text_model, tok, texts: list[str], dev) -> tuple[torch.Tensor, torch.Tensor]:
+    """(last hidden states, pooled EOS states) of ``texts``."""
     ids = tok(texts, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt")
-    return text_model(input_ids=ids.input_ids.to(dev)).last_hidden_state
+    out = text_model(input_ids=ids.input_ids.to(dev))
+    return out.last_hidden_state, out.pooler_output
 
 
 def object_profile(frames: torch.Tensor, size: int) -> torch.Tensor:
@@ -561,8 +564,18 @@ def stage_video_unet(args) -> dict:
     ema_u, ema_t = EMA(unet, args.ema), EMA(text, args.ema)
     noise_sched = DDPMScheduler(num_train_timesteps=1000, clip_sample=False, **VIDEO_BETAS)
     abar = noise_sched.alphas_cumprod.to(dev)
-    opt = torch.optim.AdamW([*unet.parameters(), *text.parameters()], lr=args.lr, weight_decay=0.01)
-    loop = Loop.from_args(args, {"unet": unet, "text": text}, opt, emas={"unet": ema_u, "text": ema_t})
+    # --text-contrast: the text encoder's pooled state is also pulled towards a learned
+    # embedding per (class, colour, size), as in the audio-text stage; trained by the
+    # diffusion loss alone it left "drum" and "bell" almost the same (fourteenth session).
+    truths = [{"class": c, "colour": col, "size": sz} for c, col, sz in _combos()]
+    head = torch.nn.Module()
+    head.labels = torch.nn.Embedding(len(truths), text.config.hidden_size)
+    head.scale = torch.nn.Parameter(torch.tensor(math.log(10.0)))
+    head.to(dev)
+    extra = list(head.parameters()) if args.text_contrast > 0 else []
+    opt = torch.optim.AdamW([*unet.parameters(), *text.parameters(), *extra], lr=args.lr, weight_decay=0.01)
+    models = {"unet": unet, "text": text} | ({"labels": head} if extra else {})
+    loop = Loop.from_args(args, models, opt, emas={"unet": ema_u, "text": ema_t})
     rng = random.Random(args.seed)
     while loop.running():
         idx = torch.randint(0, n, (args.batch,), device=dev)
@@ -571,7 +584,7 @@ def stage_video_unet(args) -> dict:
         z0 = vae_to_unet_latents(vae, m + v * torch.randn_like(m))
         caps = ["" if rng.random() < args.uncond else sample_caption(clips.truths[i], rng)
                 for i in idx.tolist()]
-        cond = _encode_clip(text, tok, caps, dev)
+        cond, pooled = _encode_clip(text, tok, caps, dev)
         t = torch.randint(0, 1000, (args.batch,), device=dev)
         eps = torch.randn_like(z0)
         a = abar[t].view(-1, 1, 1, 1, 1)
@@ -581,7 +594,15 @@ def stage_video_unet(args) -> dict:
         w = (1.0 + args.object_weight * obj[idx, s:s + nf]).unsqueeze(1)  # (B, 1, F, 8, 8)
         err = ((pred - eps) ** 2 * w).mean((1, 2, 3, 4)) / w.mean((1, 2, 3, 4))
         loss = (err * min_snr_weight(abar[t], args.min_snr)).mean()
-        loop.update(loss)
+        named = [i for i, c in enumerate(caps) if c]
+        logs = {}
+        if extra and named:
+            te = F.normalize(pooled[named], dim=-1)
+            logits = head.scale.exp().clamp(max=100) * te @ F.normalize(head.labels.weight, dim=-1).t()
+            contrast = soft_info_nce(logits, _compat([caps[i] for i in named], truths))
+            loss = loss + args.text_contrast * contrast
+            logs["contrast"] = contrast.item()
+        loop.update(loss, logs)
     save_half(ema_u.shadow, root / "unet")
     ema_t.shadow.save_pretrained(root / "text_encoder", safe_serialization=True)
     tok.save_pretrained(root / "tokenizer")
@@ -593,6 +614,7 @@ def stage_video_unet(args) -> dict:
     })
     return _finish(args, loop, "video-unet", {"frames": nf, "uncond_prob": args.uncond, "ema": args.ema,
                                               "object_weight": args.object_weight, "min_snr": args.min_snr,
+                                              "text_contrast": args.text_contrast,
                                               "latents_mean": vae.config.latents_mean})
 
 
@@ -670,6 +692,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--object-weight", type=float, default=0.0,
                    help="video-unet: weight each latent cell's loss by 1 + W x how far its pixels stand "
                         "out from the frame's background (0: plain MSE)")
+    p.add_argument("--text-contrast", type=float, default=0.0,
+                   help="video-unet: weight of a contrastive term that keeps the text encoder's pooled "
+                        "state apart per (class, colour, size) (0: the diffusion loss alone)")
     p.add_argument("--min-snr", type=float, default=0.0,
                    help="audio-unet / video-unet: min-SNR-gamma loss weighting with this gamma (0: off)")
     p.add_argument("--channels", default="", help="UNet block widths, e.g. 16,32,32, or the vocoder's "
