@@ -67,3 +67,25 @@ def test_audio_unet_stage_centres_its_latents_and_records_the_mean(tmp_path, mon
     assert torch.allclose(got, want, atol=1e-4)
     info = json.loads((out / "training.json").read_text())["audio-unet"]
     assert info["latents_mean"] == vae.config.latents_mean
+
+
+def test_audio_unet_stage_fine_tunes_from_init(tmp_path, monkeypatch) -> None:
+    """``--init DIR`` starts from DIR's UNet instead of a fresh one."""
+    import shutil
+
+    from diffusers import UNet2DConditionModel
+
+    monkeypatch.chdir(tmp_path)
+    first, second = tmp_path / "first", tmp_path / "second"
+    common = ["--clips", "4", "--batch", "2", "--device", "cpu"]
+    for stage in ("audio-vae", "audio-text", "audio-unet"):
+        run_stage(stage, build_parser().parse_args([stage, "--steps", "1", "--models", str(first), *common]))
+    shutil.copytree(first / "audioldm", second / "audioldm")
+    run_stage("audio-unet", build_parser().parse_args(
+        ["audio-unet", "--steps", "2", "--init", str(first / "audioldm"), "--models", str(second), *common]))
+    a = UNet2DConditionModel.from_pretrained(first / "audioldm" / "unet").state_dict()
+    b = UNet2DConditionModel.from_pretrained(second / "audioldm" / "unet").state_dict()
+    k = next(k for k in a if k.endswith("conv_in.weight"))
+    assert not torch.equal(a[k], b[k]) and (a[k].float() - b[k].float()).abs().max() < 0.05
+    info = json.loads((second / "training.json").read_text())["audio-unet"]
+    assert f"--init {first / 'audioldm'}" in info["command"]

@@ -400,7 +400,13 @@ def stage_audio_unet(args) -> dict:
             cache.update(dict(zip(missing, e, strict=True)))
         return torch.stack([cache[c] for c in caps])
 
-    unet = audio_unet_model(text.config.projection_dim, *_channels(args)).to(dev).train()
+    if args.init is not None:
+        from diffusers import UNet2DConditionModel
+
+        unet = UNet2DConditionModel.from_pretrained(_require(args.init / "unet", "audio-unet --init"),
+                                                    torch_dtype=torch.float32).to(dev).train()
+    else:
+        unet = audio_unet_model(text.config.projection_dim, *_channels(args)).to(dev).train()
     ema = EMA(unet, args.ema)
     noise_sched = DDPMScheduler(num_train_timesteps=1000, clip_sample=False, **AUDIO_BETAS)
     abar = noise_sched.alphas_cumprod.to(dev)
@@ -710,7 +716,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cosine", action="store_true", help="cosine learning-rate decay over the budget")
     p.add_argument("--init", type=Path, default=None,
                    help="binder / vocoder-gan: start from this trained folder (default: the shipped one); "
-                        "video-unet: from this animatediff folder's UNet and text encoder")
+                        "video-unet / audio-unet: from this animatediff / audioldm folder's UNet (video: "
+                        "and its text encoder)")
     p.add_argument("--adv-steps", type=int, default=0,
                    help="binder: signed-gradient steps of the adversarial video-audio negatives (0: none)")
     p.add_argument("--adv-eps", type=float, default=0.15,
