@@ -172,11 +172,16 @@ def set_latents_mean(vae, latents: torch.Tensor, folder: Path) -> None:
     vae.save_config(folder)
 
 
-def _write_model_index(folder: Path, pipeline: str, parts: dict[str, tuple[str, str]]) -> None:
+def _write_model_index(folder: Path, pipeline: str, parts: dict[str, tuple[str, str]],
+                       defaults: dict | None = None) -> None:
+    """``model_index.json``; ``defaults`` go to ``avbridge_defaults`` (the adapter's native
+    format when the folder is loaded by path)."""
     import diffusers
 
-    idx = {"_class_name": pipeline, "_diffusers_version": diffusers.__version__}
+    idx: dict = {"_class_name": pipeline, "_diffusers_version": diffusers.__version__}
     idx.update({k: list(v) for k, v in parts.items()})
+    if defaults:
+        idx["avbridge_defaults"] = defaults
     save_json(folder / "model_index.json", idx)
 
 
@@ -617,7 +622,8 @@ def stage_video_unet(args) -> dict:
         "vae": ("diffusers", "AutoencoderKL"), "unet": ("diffusers", "UNetMotionModel"),
         "scheduler": ("diffusers", "DDIMScheduler"), "text_encoder": ("transformers", "CLIPTextModel"),
         "tokenizer": ("transformers", "PreTrainedTokenizerFast"),
-    })
+    }, defaults={"default_height": WORLD.size, "default_width": WORLD.size, "default_fps": float(WORLD.fps),
+                 "default_duration_s": WORLD.duration_s})
     return _finish(args, loop, "video-unet", {"frames": nf, "uncond_prob": args.uncond, "ema": args.ema,
                                               "object_weight": args.object_weight, "min_snr": args.min_snr,
                                               "text_contrast": args.text_contrast,
