@@ -4,6 +4,7 @@ and ``--init``."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -39,14 +40,11 @@ def test_video_unet_stage_centres_latents_weights_objects_and_fine_tunes(tmp_pat
     assert len(mean) == 4 and any(abs(m) > 1e-3 for m in mean)
 
     (second / "animatediff").mkdir(parents=True)
-    import shutil
-
     shutil.copytree(first / "animatediff" / "vae", second / "animatediff" / "vae")
     init = first / "animatediff"
     run_stage("video-unet", build_parser().parse_args(
         ["video-unet", "--steps", "2", "--object-weight", "4", "--min-snr", "5", "--text-contrast", "1",
-         "--init", str(init),
-         *_common(second)]))
+         "--init", str(init), *_common(second)]))
     info = json.loads((second / "training.json").read_text())["video-unet"]
     assert info["steps"] == 2 and info["object_weight"] == 4.0 and info["min_snr"] == 5.0
     assert info["text_contrast"] == 1.0

@@ -373,6 +373,16 @@ def min_snr_weight(abar_t: torch.Tensor, gamma: float) -> torch.Tensor:
     return snr.clamp(max=gamma) / snr
 
 
+def weighted_eps_loss(pred: torch.Tensor, eps: torch.Tensor, w: torch.Tensor, abar_t: torch.Tensor,
+                      gamma: float) -> torch.Tensor:
+    """Noise-prediction MSE per sample, weighted over positions by ``w`` (broadcast to
+    ``pred``; normalised per sample), then min-SNR-weighted over the batch."""
+    dims = tuple(range(1, pred.dim()))
+    w = w.expand_as(pred)
+    err = ((pred - eps) ** 2 * w).mean(dims) / w.mean(dims)
+    return (err * min_snr_weight(abar_t, gamma)).mean()
+
+
 def stage_audio_unet(args) -> dict:
     from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler
     from transformers import AutoTokenizer, ClapTextModelWithProjection
@@ -430,8 +440,7 @@ def stage_audio_unet(args) -> dict:
         zt = a.sqrt() * z0 + (1 - a).sqrt() * eps
         pred = unet(zt, t, encoder_hidden_states=None, class_labels=cond).sample
         w = frame_w[idx].view(-1, 1, frame_w.shape[1], 1)
-        err = ((pred - eps) ** 2 * w).mean((1, 2, 3)) / w.mean((1, 2, 3))
-        loss = (err * min_snr_weight(abar[t], args.min_snr)).mean()
+        loss = weighted_eps_loss(pred, eps, w, abar[t], args.min_snr)
         loop.update(loss)
     save_half(ema.shadow, root / "unet")
     DDIMScheduler(**audio_scheduler_config()).save_pretrained(root / "scheduler")
@@ -544,6 +553,7 @@ def stage_video_unet(args) -> dict:
     from transformers import CLIPTextModel
 
     from avbridge.generators._common import vae_to_unet_latents
+    from avbridge.registry import world_format
 
     dev = args.device
     root = args.models / "animatediff"
@@ -579,13 +589,15 @@ def stage_video_unet(args) -> dict:
     # embedding per (class, colour, size), as in the audio-text stage; trained by the
     # diffusion loss alone it left "drum" and "bell" almost the same (fourteenth session).
     truths = [{"class": c, "colour": col, "size": sz} for c, col, sz in _combos()]
-    head = torch.nn.Module()
-    head.labels = torch.nn.Embedding(len(truths), text.config.hidden_size)
-    head.scale = torch.nn.Parameter(torch.tensor(math.log(10.0)))
-    head.to(dev)
-    extra = list(head.parameters()) if args.text_contrast > 0 else []
-    opt = torch.optim.AdamW([*unet.parameters(), *text.parameters(), *extra], lr=args.lr, weight_decay=0.01)
-    models = {"unet": unet, "text": text} | ({"labels": head} if extra else {})
+    models = {"unet": unet, "text": text}
+    head = None
+    if args.text_contrast > 0:
+        head = torch.nn.Module()
+        head.labels = torch.nn.Embedding(len(truths), text.config.hidden_size)
+        head.scale = torch.nn.Parameter(torch.tensor(math.log(10.0)))
+        models["labels"] = head.to(dev)
+    params = [q for m in models.values() for q in m.parameters()]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     loop = Loop.from_args(args, models, opt, emas={"unet": ema_u, "text": ema_t})
     rng = random.Random(args.seed)
     while loop.running():
@@ -603,11 +615,10 @@ def stage_video_unet(args) -> dict:
         # diffusers' UNetMotionModel wants one prompt per frame, as AnimateDiffPipeline passes it.
         pred = unet(zt, t, encoder_hidden_states=cond.repeat_interleave(nf, dim=0)).sample
         w = (1.0 + args.object_weight * obj[idx, s:s + nf]).unsqueeze(1)  # (B, 1, F, 8, 8)
-        err = ((pred - eps) ** 2 * w).mean((1, 2, 3, 4)) / w.mean((1, 2, 3, 4))
-        loss = (err * min_snr_weight(abar[t], args.min_snr)).mean()
+        loss = weighted_eps_loss(pred, eps, w, abar[t], args.min_snr)
         named = [i for i, c in enumerate(caps) if c]
         logs = {}
-        if extra and named:
+        if head is not None and named:
             te = F.normalize(pooled[named], dim=-1)
             logits = head.scale.exp().clamp(max=100) * te @ F.normalize(head.labels.weight, dim=-1).t()
             contrast = soft_info_nce(logits, _compat([caps[i] for i in named], truths))
@@ -622,8 +633,7 @@ def stage_video_unet(args) -> dict:
         "vae": ("diffusers", "AutoencoderKL"), "unet": ("diffusers", "UNetMotionModel"),
         "scheduler": ("diffusers", "DDIMScheduler"), "text_encoder": ("transformers", "CLIPTextModel"),
         "tokenizer": ("transformers", "PreTrainedTokenizerFast"),
-    }, defaults={"default_height": WORLD.size, "default_width": WORLD.size, "default_fps": float(WORLD.fps),
-                 "default_duration_s": WORLD.duration_s})
+    }, defaults=world_format())
     return _finish(args, loop, "video-unet", {"frames": nf, "uncond_prob": args.uncond, "ema": args.ema,
                                               "object_weight": args.object_weight, "min_snr": args.min_snr,
                                               "text_contrast": args.text_contrast,
