@@ -66,3 +66,29 @@ def test_video_unet_init_names_a_missing_folder(tmp_path, monkeypatch) -> None:
     with pytest.raises(AvbridgeError, match="nowhere"):
         run_stage("video-unet", build_parser().parse_args(
             ["video-unet", "--steps", "1", "--init", str(tmp_path / "nowhere"), *_common(out)]))
+
+
+def test_image_share_trains_the_spatial_layers_alone(tmp_path, monkeypatch) -> None:
+    """``--image-share 1``: every step is a single-frame step through the image UNet, so the
+    spatial weights move and the bypassed motion modules do not."""
+    from diffusers import UNetMotionModel
+
+    monkeypatch.chdir(tmp_path)
+    first, second = tmp_path / "first", tmp_path / "second"
+    run_stage("video-vae", build_parser().parse_args(["video-vae", "--steps", "1", *_common(first)]))
+    run_stage("video-unet", build_parser().parse_args(["video-unet", "--steps", "1", *_common(first)]))
+    (second / "animatediff").mkdir(parents=True)
+    shutil.copytree(first / "animatediff" / "vae", second / "animatediff" / "vae")
+    init = first / "animatediff"
+    run_stage("video-unet", build_parser().parse_args(
+        ["video-unet", "--steps", "2", "--image-share", "1", "--object-weight", "4", "--init", str(init),
+         *_common(second)]))
+    info = json.loads((second / "training.json").read_text())["video-unet"]
+    assert info["image_share"] == 1.0 and "--image-share 1.0" in info["command"]
+    assert torch.isfinite(torch.tensor(info["final_losses"]["image"]))
+    a = UNetMotionModel.from_pretrained(init / "unet").state_dict()
+    b = UNetMotionModel.from_pretrained(second / "animatediff" / "unet").state_dict()
+    spatial = [k for k in a if "motion_modules" not in k and k.endswith(".weight")]
+    motion = [k for k in a if "motion_modules" in k]
+    assert motion and all(torch.equal(a[k], b[k]) for k in motion)
+    assert sum(not torch.equal(a[k], b[k]) for k in spatial) > len(spatial) // 2

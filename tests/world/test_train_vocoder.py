@@ -107,3 +107,28 @@ def test_vocoder_stage_records_vae_mels_and_needs_the_vae(
     assert main(["vocoder", "--steps", "2", "--vae-mels", "0.5", *common]) == 0
     info = json.loads((models / "training.json").read_text())["vocoder"]
     assert info["steps"] == 2 and info["vae_mels"] == 0.5 and "--vae-mels 0.5" in info["command"]
+
+
+def test_loud_mel_l1_weighs_the_loud_bins() -> None:
+    from avbridge.world.train_vocoder import loud_mel_l1
+
+    target = torch.full((1, 32, 64), -10.0)
+    target[0, 10:20, 30] = 0.0  # a chirp-like line, far above the background
+    miss_loud, miss_quiet = target.clone(), target.clone()
+    miss_loud[0, 10:20, 30] -= 4.0  # the line rendered faint
+    miss_quiet[0, :, :20] -= 4.0  # a larger error, in the background only
+    plain = lambda p: float((p - target).abs().mean())  # noqa: E731
+    assert plain(miss_quiet) > 20 * plain(miss_loud)  # the plain L1 all but ignores the line
+    assert float(loud_mel_l1(miss_loud, target)) > 3.0 > 0.05 > float(loud_mel_l1(miss_quiet, target))
+    assert float(loud_mel_l1(target, target)) == 0.0
+
+
+def test_vocoder_gan_stage_records_the_loud_weight(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    models = tmp_path / "models"
+    vocoder_model(channels=16).save_pretrained(models / "audioldm" / "vocoder", safe_serialization=True)
+    assert main(["vocoder-gan", "--steps", "2", "--adv-weight", "0", "--loud-weight", "5", "--models",
+                 str(models), "--clips", "4", "--batch", "2", "--device", "cpu"]) == 0
+    info = json.loads((models / "training.json").read_text())["vocoder-gan"]
+    assert info["loud_weight"] == 5.0 and "--loud-weight 5.0" in info["command"]
+    assert info["final_losses"]["loud"] > 0

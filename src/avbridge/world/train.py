@@ -113,7 +113,9 @@ def _finish(args, loop: Loop, stage: str, extra: dict | None = None) -> dict:
         + (f" --object-weight {args.object_weight}" if getattr(args, "object_weight", 0) else "")
         + (f" --text-contrast {args.text_contrast}" if getattr(args, "text_contrast", 0) else "")
         + (f" --min-snr {args.min_snr}" if getattr(args, "min_snr", 0) else "")
-        + (f" --vae-mels {args.vae_mels}" if getattr(args, "vae_mels", 0) else ""),
+        + (f" --image-share {args.image_share}" if getattr(args, "image_share", 0) else "")
+        + (f" --vae-mels {args.vae_mels}" if getattr(args, "vae_mels", 0) else "")
+        + (f" --loud-weight {args.loud_weight}" if getattr(args, "loud_weight", 0) else ""),
     }
     info.update(extra or {})
     _summary(args.models, stage, info)
@@ -548,6 +550,49 @@ def object_profile(frames: torch.Tensor, size: int) -> torch.Tensor:
     return F.adaptive_max_pool2d(dev_px, size).squeeze(1).clamp(max=1.0)
 
 
+class ImageStep:
+    """``--image-share``: diffusion loss on single frames through the motion UNet's spatial
+    weights alone, its motion modules bypassed, which is what image mode (audio-to-image)
+    samples with (``unet2d_from_motion``). Trained only with the motion modules in the path,
+    the spatial layers drew poorly on their own (A2I class 0.46 against A2V's 0.86,
+    fourteenth session)."""
+
+    def __init__(self, unet, vae) -> None:
+        from avbridge.generators.animatediff import unet2d_from_motion
+
+        self.unet, self.vae = unet, vae
+        self.image_unet = unet2d_from_motion(unet).eval().requires_grad_(False)
+        own = dict(unet.named_parameters())
+        # The image UNet's parameter names are the motion UNet's, less its motion modules;
+        # calling it with the motion UNet's live parameters trains those.
+        self.names = [k for k, _ in self.image_unet.named_parameters()]
+        missing = [k for k in self.names if k not in own]
+        if missing:
+            raise AvbridgeError(f"image UNet parameters without a motion-UNet counterpart: {missing[:3]}")
+
+    def loss(self, mu, sd, obj, truths, text, tok, abar, args, rng: random.Random) -> torch.Tensor:
+        from avbridge.generators._common import vae_to_unet_latents
+
+        n, _, t_len = mu.shape[:3]
+        dev = mu.device
+        b = args.batch * (args.frames or t_len)
+        idx = torch.randint(0, n, (b,), device=dev)
+        f = torch.randint(0, t_len, (b,), device=dev)
+        m, v = mu[idx, :, f], sd[idx, :, f]  # (b, 4, 8, 8)
+        z0 = vae_to_unet_latents(self.vae, m + v * torch.randn_like(m))
+        caps = ["" if rng.random() < args.uncond else sample_caption(truths[i], rng) for i in idx.tolist()]
+        cond, _ = _encode_clip(text, tok, caps, dev)
+        t = torch.randint(0, 1000, (b,), device=dev)
+        eps = torch.randn_like(z0)
+        a = abar[t].view(-1, 1, 1, 1)
+        zt = a.sqrt() * z0 + (1 - a).sqrt() * eps
+        own = dict(self.unet.named_parameters())
+        pred = torch.func.functional_call(self.image_unet, {k: own[k] for k in self.names}, (zt, t),
+                                          {"encoder_hidden_states": cond}).sample
+        w = (1.0 + args.object_weight * obj[idx, f]).unsqueeze(1)  # (b, 1, 8, 8)
+        return weighted_eps_loss(pred, eps, w, abar[t], args.min_snr)
+
+
 def stage_video_unet(args) -> dict:
     from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNetMotionModel
     from transformers import CLIPTextModel
@@ -600,7 +645,12 @@ def stage_video_unet(args) -> dict:
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     loop = Loop.from_args(args, models, opt, emas={"unet": ema_u, "text": ema_t})
     rng = random.Random(args.seed)
+    image_step = ImageStep(unet, vae) if args.image_share > 0 else None
     while loop.running():
+        if image_step is not None and rng.random() < args.image_share:
+            loss = image_step.loss(mu, sd, obj, clips.truths, text, tok, abar, args, rng)
+            loop.update(loss, {"image": loss.item()})
+            continue
         idx = torch.randint(0, n, (args.batch,), device=dev)
         s = random.randrange(0, t_len - nf + 1)
         m, v = mu[idx, :, s:s + nf], sd[idx, :, s:s + nf]
@@ -637,6 +687,7 @@ def stage_video_unet(args) -> dict:
     return _finish(args, loop, "video-unet", {"frames": nf, "uncond_prob": args.uncond, "ema": args.ema,
                                               "object_weight": args.object_weight, "min_snr": args.min_snr,
                                               "text_contrast": args.text_contrast,
+                                              "image_share": args.image_share,
                                               "latents_mean": vae.config.latents_mean})
 
 
@@ -717,6 +768,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-contrast", type=float, default=0.0,
                    help="video-unet: weight of a contrastive term that keeps the text encoder's pooled "
                         "state apart per (class, colour, size) (0: the diffusion loss alone)")
+    p.add_argument("--image-share", type=float, default=0.0,
+                   help="video-unet: share of steps on single frames with the motion modules bypassed, "
+                        "which trains the spatial layers for image mode (audio-to-image) (0: none)")
     p.add_argument("--min-snr", type=float, default=0.0,
                    help="audio-unet / video-unet: min-SNR-gamma loss weighting with this gamma (0: off)")
     p.add_argument("--channels", default="", help="UNet block widths, e.g. 16,32,32, or the vocoder's "
@@ -729,6 +783,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vae-mels", type=float, default=0.0,
                    help="vocoder / vocoder-gan: share of training segments whose log-mel is the audio "
                         "VAE's round trip (what generated audio is), the target wave the real one (0: none)")
+    p.add_argument("--loud-weight", type=float, default=0.0,
+                   help="vocoder / vocoder-gan: weight of a log-mel L1 weighted by each bin's loudness "
+                        "(the chirps and chimes; 0: none)")
     p.add_argument("--cosine", action="store_true", help="cosine learning-rate decay over the budget")
     p.add_argument("--init", type=Path, default=None,
                    help="binder / vocoder-gan: start from this trained folder (default: the shipped one); "

@@ -124,10 +124,27 @@ def _segments(args) -> _Segments:
     return _Segments(args.clips, args.device, vae, args.vae_mels)
 
 
-def _recon(y: torch.Tensor, wav: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-    mel_l1 = (mel_spectrogram(y) - mel_spectrogram(wav)).abs().mean()
+def loud_mel_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Log-mel L1 weighted by each bin's linear magnitude relative to its segment's loudest
+    bin. The plain log-mel L1 is an average over mostly quiet background bins: a vocoder
+    that rendered the world's chirps as faint clicks scored 0.27 on it while missing the
+    chirps' own bins by 4.5 (fifteenth session)."""
+    w = torch.exp(target - target.amax(dim=(1, 2), keepdim=True)).detach()
+    return ((pred - target).abs() * w).sum() / w.sum()
+
+
+def _recon(y: torch.Tensor, wav: torch.Tensor,
+           loud_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+    my, mt = mel_spectrogram(y), mel_spectrogram(wav)
+    mel_l1 = (my - mt).abs().mean()
     stft = mr_stft_loss(y, wav)
-    return mel_l1 + 2.0 * stft, {"mel_l1": mel_l1.item(), "stft": stft.item()}
+    parts = {"mel_l1": mel_l1.item(), "stft": stft.item()}
+    loss = mel_l1 + 2.0 * stft
+    if loud_weight > 0:
+        loud = loud_mel_l1(my, mt)
+        loss = loss + loud_weight * loud
+        parts["loud"] = loud.item()
+    return loss, parts
 
 
 def stage_vocoder(args) -> dict:
@@ -141,12 +158,13 @@ def stage_vocoder(args) -> dict:
     loop = Loop.from_args(args, {"vocoder": voc}, opt)
     while loop.running():
         m, wav = data.sample(args.batch)
-        loss, parts = _recon(voc(m), wav)
+        loss, parts = _recon(voc(m), wav, args.loud_weight)
         loop.update(loss, parts, clip=5.0)
     voc.eval()
     full = data.full_clip_mel_l1(voc)
     voc.save_pretrained(args.models / "audioldm" / "vocoder", safe_serialization=True)
-    return _finish(args, loop, "vocoder", {"full_clip_mel_l1": round(full, 4), "vae_mels": args.vae_mels})
+    return _finish(args, loop, "vocoder", {"full_clip_mel_l1": round(full, 4), "vae_mels": args.vae_mels,
+                                             "loud_weight": args.loud_weight})
 
 
 # ---------------------------------------------------------------- discriminators
@@ -252,7 +270,7 @@ def stage_vocoder_gan(args) -> dict:
     while loop.running():
         m, wav = data.sample(args.batch)
         y = voc(m)
-        recon, parts = _recon(y, wav)
+        recon, parts = _recon(y, wav, args.loud_weight)
         loss = args.recon_weight * recon
         if args.adv_weight > 0:
             d_loss = discriminator_loss(disc(wav), disc(y.detach()))
@@ -273,4 +291,5 @@ def stage_vocoder_gan(args) -> dict:
                                                 "full_clip_mel_l1_before": round(start_full, 4),
                                                 "recon_weight": args.recon_weight,
                                                 "adv_weight": args.adv_weight,
-                                                "vae_mels": args.vae_mels})
+                                                "vae_mels": args.vae_mels,
+                                                "loud_weight": args.loud_weight})
