@@ -47,10 +47,11 @@ def _augment_audio(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return (x * gain + noise).clamp(-1, 1)
 
 
-def _augment_video(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """x (B, T, 3, H, W) in [0, 1]."""
+def _augment_video(x: torch.Tensor, g: torch.Generator, still: float = 0.2) -> torch.Tensor:
+    """x (B, T, 3, H, W) in [0, 1]; with probability ``still`` the batch becomes one frame
+    per clip (the image tasks' outputs are scored as one-frame videos)."""
     b, t = x.shape[:2]
-    if torch.rand(1, generator=g).item() < 0.2:  # a still image, scored as a one-frame video
+    if torch.rand(1, generator=g).item() < still:
         k = int(torch.randint(0, t, (1,), generator=g))
         x = x[:, k : k + 1]
         t = 1
@@ -122,7 +123,7 @@ def train(args: argparse.Namespace) -> int:
         seeds = split_seeds("train", args.batch, start=TRAIN_OFFSET + step * args.batch)
         a, v, y = _batch(seeds)
         la = _loss(audio(_augment_audio(a, g)), y)
-        lv = _loss(video(_augment_video(v, g)), y)
+        lv = _loss(video(_augment_video(v, g, args.still)), y)
         for group in opt.param_groups:  # warm-up then cosine; --steps may grow on resume
             group["lr"] = _lr(step, args.steps, args.lr)
         opt.zero_grad()
@@ -155,7 +156,9 @@ def train(args: argparse.Namespace) -> int:
         "final_loss": {"audio": round(float(final[0]), 4), "video": round(float(final[1]), 4)},
         "val_accuracy": acc,
         "val_clips": N_VAL,
-        "command": f"python -m avbridge.world.evalmodels train --steps {args.steps} --batch {args.batch}",
+        "still": args.still,
+        "command": f"python -m avbridge.world.evalmodels train --steps {args.steps} --batch {args.batch} "
+                   f"--still {args.still}",
     }
     for f in ("audio.safetensors", "video.safetensors"):
         (out / f).chmod(0o644)
@@ -172,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--steps", type=int, default=400)
     t.add_argument("--batch", type=int, default=16)
     t.add_argument("--lr", type=float, default=3e-3)
+    t.add_argument("--still", type=float, default=0.2,
+                   help="share of video batches cut to one still frame per clip (images are scored as "
+                        "one-frame videos)")
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--save-every", type=int, default=25)
     t.add_argument("--work", default="runs/evalmodels", help="checkpoint folder")
