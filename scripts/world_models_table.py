@@ -13,7 +13,14 @@ import sys
 from pathlib import Path
 
 ORDER = ["audio-vae", "vocoder", "vocoder-gan", "audio-text", "audio-unet", "video-vae", "video-unet",
-         "binder", "binder-align", "binder-align-av"]
+         "image", "binder", "binder-align", "binder-align-av"]
+
+
+def _brief(run: dict) -> str:
+    """A replaced run (``init_run``, nested when a fine-tune was fine-tuned again) as its
+    steps and commands."""
+    out = f"{run.get('steps')} steps: {run.get('command')}"
+    return out + (f" (from {_brief(run['init_run'])})" if "init_run" in run else "")
 
 
 def main(argv: list[str]) -> int:
@@ -27,7 +34,7 @@ def main(argv: list[str]) -> int:
             continue
         d = data[stage]
         losses = ", ".join(f"{k} {v:.4g}" for k, v in d["final_losses"].items())
-        extra = ", ".join(f"{k} {v}" for k, v in d.items() if k not in skip)
+        extra = ", ".join(f"{k} {_brief(v) if k == 'init_run' else v}" for k, v in d.items() if k not in skip)
         print(f"| {stage} | {d['steps']} | {d['batch']} | {d['lr']} | {d['seed']} | {d['clips']} | "
               f"{d['wall_s']} | {d['device']} | {losses} | {extra} |")
     print()

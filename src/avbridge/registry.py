@@ -163,6 +163,7 @@ def _binder_cls() -> Any:
 WORLD_PARTS: dict[str, str] = {
     "audioldm": "model_index.json",
     "animatediff": "model_index.json",
+    "image": "model_index.json",
     "binder": "model.safetensors",
 }
 
@@ -280,8 +281,10 @@ def load_video(
         if src.value == "tiny-random":
             return _place(cls.tiny(seed=seed, modality=modality), device, dtype)
         if src.value == "world":
+            # Image mode has its own folder: the spatial weights of a motion UNet trained
+            # for image mode too (video-unet --image-share), as SD is the paper's image model.
             return cls.from_pretrained(
-                _require_world("animatediff"),
+                _require_world("animatediff" if modality == "video" else "image"),
                 device=device,
                 dtype=dtype,
                 modality=modality,

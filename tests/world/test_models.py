@@ -127,7 +127,8 @@ def _video_class_hits(models: Path, modality: str = "video") -> int:
     from avbridge.world.evalmodels import EvalModels
     from avbridge.world.scene import CLASSES
 
-    gen = AnimateDiffGenerator.from_pretrained(models / "animatediff", modality=modality)
+    gen = AnimateDiffGenerator.from_pretrained(models / ("animatediff" if modality == "video" else "image"),
+                                               modality=modality)
     ev = EvalModels.load()
     spec = gen.default_spec(4.0)
     hits = 0
@@ -182,8 +183,9 @@ def test_vocoder_renders_chirps() -> None:
     assert _vocoded_birds_heard_as_birds(MODELS) >= 2
 
 
-def test_image_mode_samples_show_the_class_asked_for() -> None:
-    """The same for image mode (the motion UNet's spatial weights alone, audio-to-image):
-    trained only with the motion modules in the path, the spatial layers drew poorly on
-    their own until ``video-unet --image-share`` (docs/world-models.md)."""
+def test_image_model_samples_show_the_class_asked_for() -> None:
+    """The same for the image model (``image/``: a motion UNet's spatial weights alone, for
+    audio-to-image). Trained only with the motion modules in the path, the spatial layers
+    drew poorly on their own (the v6 animatediff folder in image mode: 4 of 6) until
+    ``video-unet --image-share`` (docs/world-models.md, v7)."""
     assert _video_class_hits(MODELS, "image") >= 5

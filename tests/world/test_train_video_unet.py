@@ -92,3 +92,11 @@ def test_image_share_trains_the_spatial_layers_alone(tmp_path, monkeypatch) -> N
     motion = [k for k in a if "motion_modules" in k]
     assert motion and all(torch.equal(a[k], b[k]) for k in motion)
     assert sum(not torch.equal(a[k], b[k]) for k in spatial) > len(spatial) // 2
+    # The stage also exports the spatial weights as the SD-format image model (image/).
+    from avbridge.generators.animatediff import AnimateDiffGenerator
+
+    img = AnimateDiffGenerator.from_pretrained(second / "image", modality="image")
+    assert type(img.unet).__name__ == "UNet2DConditionModel" and img.default_height == 32
+    u2 = img.unet.state_dict()
+    assert u2.keys() == {k for k in b if "motion_modules" not in k}
+    assert all(torch.equal(u2[k].to(b[k].dtype), b[k]) for k in u2)

@@ -32,6 +32,7 @@ import json
 import math
 import platform
 import random
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -593,6 +594,30 @@ class ImageStep:
         return weighted_eps_loss(pred, eps, w, abar[t], args.min_snr)
 
 
+def export_image_model(animatediff: Path, out: Path) -> None:
+    """Write the spatial weights of an animatediff folder's motion UNet, with its VAE, text
+    encoder, tokenizer and scheduler, as an SD-format image model (``unet/`` a
+    ``UNet2DConditionModel``): the world's image generator for audio-to-image, as Stable
+    Diffusion is the paper's. The motion modules are dropped (``unet2d_from_motion``)."""
+    from diffusers import UNetMotionModel
+
+    from avbridge.generators.animatediff import unet2d_from_motion
+    from avbridge.registry import world_format
+
+    unet = UNetMotionModel.from_pretrained(animatediff / "unet", torch_dtype=torch.float32)
+    out.mkdir(parents=True, exist_ok=True)
+    save_half(unet2d_from_motion(unet), out / "unet")
+    for part in ("vae", "text_encoder", "tokenizer", "scheduler"):
+        if (out / part).exists():
+            shutil.rmtree(out / part)
+        shutil.copytree(animatediff / part, out / part)
+    _write_model_index(out, "StableDiffusionPipeline", {
+        "vae": ("diffusers", "AutoencoderKL"), "unet": ("diffusers", "UNet2DConditionModel"),
+        "scheduler": ("diffusers", "DDIMScheduler"), "text_encoder": ("transformers", "CLIPTextModel"),
+        "tokenizer": ("transformers", "PreTrainedTokenizerFast"),
+    }, defaults=world_format())
+
+
 def stage_video_unet(args) -> dict:
     from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNetMotionModel
     from transformers import CLIPTextModel
@@ -684,6 +709,8 @@ def stage_video_unet(args) -> dict:
         "scheduler": ("diffusers", "DDIMScheduler"), "text_encoder": ("transformers", "CLIPTextModel"),
         "tokenizer": ("transformers", "PreTrainedTokenizerFast"),
     }, defaults=world_format())
+    if args.image_share > 0:  # the spatial weights were trained for image mode too
+        export_image_model(root, args.models / "image")
     return _finish(args, loop, "video-unet", {"frames": nf, "uncond_prob": args.uncond, "ema": args.ema,
                                               "object_weight": args.object_weight, "min_snr": args.min_snr,
                                               "text_contrast": args.text_contrast,
