@@ -13,6 +13,8 @@ Stages, in dependency order (the UNets need their VAE and text encoder):
 - ``audio-unet``  UNet2DConditionModel (simple_projection class embedding of the CLAP text)
 - ``video-vae``   AutoencoderKL on 32x32 frames -> latents (4, 8, 8)
 - ``video-unet``  UNetMotionModel + CLIPTextModel (trained jointly) on 32-frame clips
+  (with ``--image-share``, also single frames through the spatial weights alone; it then
+  exports them as ``image/``, the SD-format image model that audio-to-image uses)
 - ``binder``      ImageBind-architecture binder, InfoNCE video-audio-text (train_binder.py)
 - ``binder-align`` fine-tunes that binder with the gradient-alignment term added, so that
   its input gradient points at correctly timed audio (``--grad-align``, default 4)
