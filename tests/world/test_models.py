@@ -79,23 +79,29 @@ def test_binder_loads_and_embeds_per_window() -> None:
 
 
 @pytest.mark.slow
+def _real_mel(gen, clip) -> torch.Tensor:
+    """A clip's log-mel (1, 1, T, 64), T cut to a multiple of the VAE's factor."""
+    from avbridge.generators.audioldm import mel_spectrogram
+
+    mel = mel_spectrogram(torch.from_numpy(clip.audio.samples).float()[None])
+    mel = mel[:, None] if mel.dim() == 3 else mel
+    return mel[:, :, : mel.shape[2] // gen.vae_scale_factor * gen.vae_scale_factor]
+
+
 def test_audio_samples_are_centred_like_real_latents() -> None:
     """The audio UNet samples latents whose per-channel means match the real clips' in the
     UNet's units (docs/world.md, "The latent mean"). The first audio UNet sampled zero-mean
     latents while the VAE's latents sit up to 2 sd off zero; decoded, that is a loud
     textured background heard as drum or hammer."""
-    from avbridge.generators.audioldm import AudioLDMGenerator, mel_spectrogram
+    from avbridge.generators.audioldm import AudioLDMGenerator
     from avbridge.world.scene import render_clip, split_seeds
 
     gen = AudioLDMGenerator.from_pretrained(_need("audioldm"))
     clips = [render_clip(s) for s in split_seeds("val", 4)]
     real = []
     for clip in clips:
-        mel = mel_spectrogram(torch.from_numpy(clip.audio.samples).float()[None])
-        mel = mel[:, None] if mel.dim() == 3 else mel
-        mel = mel[:, :, : mel.shape[2] // gen.vae_scale_factor * gen.vae_scale_factor]
         with torch.no_grad():
-            real.append(gen.encode_mel(mel).mean(dim=(0, 2, 3)))
+            real.append(gen.encode_mel(_real_mel(gen, clip)).mean(dim=(0, 2, 3)))
     real_mean = torch.stack(real).mean(0)
     sampled = []
     for i, clip in enumerate(clips):
@@ -153,7 +159,7 @@ def test_video_samples_show_the_class_asked_for() -> None:
 
 
 def _vocoded_birds_heard_as_birds(models: Path, n: int = 3) -> int:
-    from avbridge.generators.audioldm import AudioLDMGenerator, mel_spectrogram
+    from avbridge.generators.audioldm import AudioLDMGenerator
     from avbridge.media import Audio
     from avbridge.world.evalmodels import EvalModels
     from avbridge.world.scene import render_clip, split_seeds
@@ -165,10 +171,8 @@ def _vocoded_birds_heard_as_birds(models: Path, n: int = 3) -> int:
         clip = render_clip(s)
         if clip.truth["class"] != "bird":
             continue
-        mel = mel_spectrogram(torch.from_numpy(clip.audio.samples).float()[None])
-        mel = mel[:, None] if mel.dim() == 3 else mel
         with torch.no_grad():
-            wave = gen.vocode(mel[:, :, : mel.shape[2] // gen.vae_scale_factor * gen.vae_scale_factor])
+            wave = gen.vocode(_real_mel(gen, clip))
         hits += ev.predict_audio([Audio(wave[0].numpy(), int(gen.sample_rate))]).labels("class")[0] == "bird"
         seen += 1
         if seen == n:

@@ -378,6 +378,14 @@ def min_snr_weight(abar_t: torch.Tensor, gamma: float) -> torch.Tensor:
     return snr.clamp(max=gamma) / snr
 
 
+def noised(z0: torch.Tensor, abar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """DDPM forward process at a random timestep per sample: ``(z_t, eps, t)``."""
+    t = torch.randint(0, len(abar), (z0.shape[0],), device=z0.device)
+    eps = torch.randn_like(z0)
+    a = abar[t].view(-1, *([1] * (z0.dim() - 1)))
+    return a.sqrt() * z0 + (1 - a).sqrt() * eps, eps, t
+
+
 def weighted_eps_loss(pred: torch.Tensor, eps: torch.Tensor, w: torch.Tensor, abar_t: torch.Tensor,
                       gamma: float) -> torch.Tensor:
     """Noise-prediction MSE per sample, weighted over positions by ``w`` (broadcast to
@@ -439,10 +447,7 @@ def stage_audio_unet(args) -> dict:
         caps = ["" if rng.random() < args.uncond else sample_caption(clips.truths[i], rng)
                 for i in idx.tolist()]
         cond = embed(caps)
-        t = torch.randint(0, 1000, (args.batch,), device=dev)
-        eps = torch.randn_like(z0)
-        a = abar[t].view(-1, 1, 1, 1)
-        zt = a.sqrt() * z0 + (1 - a).sqrt() * eps
+        zt, eps, t = noised(z0, abar)
         pred = unet(zt, t, encoder_hidden_states=None, class_labels=cond).sample
         w = frame_w[idx].view(-1, 1, frame_w.shape[1], 1)
         loss = weighted_eps_loss(pred, eps, w, abar[t], args.min_snr)
@@ -563,15 +568,16 @@ class ImageStep:
     def __init__(self, unet, vae) -> None:
         from avbridge.generators.animatediff import unet2d_from_motion
 
-        self.unet, self.vae = unet, vae
+        self.vae = vae
         self.image_unet = unet2d_from_motion(unet).eval().requires_grad_(False)
         own = dict(unet.named_parameters())
         # The image UNet's parameter names are the motion UNet's, less its motion modules;
-        # calling it with the motion UNet's live parameters trains those.
-        self.names = [k for k, _ in self.image_unet.named_parameters()]
-        missing = [k for k in self.names if k not in own]
+        # calling it with the motion UNet's live parameters (updated in place) trains those.
+        names = [k for k, _ in self.image_unet.named_parameters()]
+        missing = [k for k in names if k not in own]
         if missing:
             raise AvbridgeError(f"image UNet parameters without a motion-UNet counterpart: {missing[:3]}")
+        self.params = {k: own[k] for k in names}
 
     def loss(self, mu, sd, obj, truths, text, tok, abar, args, rng: random.Random) -> torch.Tensor:
         from avbridge.generators._common import vae_to_unet_latents
@@ -585,12 +591,8 @@ class ImageStep:
         z0 = vae_to_unet_latents(self.vae, m + v * torch.randn_like(m))
         caps = ["" if rng.random() < args.uncond else sample_caption(truths[i], rng) for i in idx.tolist()]
         cond, _ = _encode_clip(text, tok, caps, dev)
-        t = torch.randint(0, 1000, (b,), device=dev)
-        eps = torch.randn_like(z0)
-        a = abar[t].view(-1, 1, 1, 1)
-        zt = a.sqrt() * z0 + (1 - a).sqrt() * eps
-        own = dict(self.unet.named_parameters())
-        pred = torch.func.functional_call(self.image_unet, {k: own[k] for k in self.names}, (zt, t),
+        zt, eps, t = noised(z0, abar)
+        pred = torch.func.functional_call(self.image_unet, self.params, (zt, t),
                                           {"encoder_hidden_states": cond}).sample
         w = (1.0 + args.object_weight * obj[idx, f]).unsqueeze(1)  # (b, 1, 8, 8)
         return weighted_eps_loss(pred, eps, w, abar[t], args.min_snr)
@@ -685,10 +687,7 @@ def stage_video_unet(args) -> dict:
         caps = ["" if rng.random() < args.uncond else sample_caption(clips.truths[i], rng)
                 for i in idx.tolist()]
         cond, pooled = _encode_clip(text, tok, caps, dev)
-        t = torch.randint(0, 1000, (args.batch,), device=dev)
-        eps = torch.randn_like(z0)
-        a = abar[t].view(-1, 1, 1, 1, 1)
-        zt = a.sqrt() * z0 + (1 - a).sqrt() * eps
+        zt, eps, t = noised(z0, abar)
         # diffusers' UNetMotionModel wants one prompt per frame, as AnimateDiffPipeline passes it.
         pred = unet(zt, t, encoder_hidden_states=cond.repeat_interleave(nf, dim=0)).sample
         w = (1.0 + args.object_weight * obj[idx, s:s + nf]).unsqueeze(1)  # (B, 1, F, 8, 8)
