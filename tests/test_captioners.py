@@ -14,6 +14,7 @@ from avbridge.captioners import (
     BlipCaptioner,
     Captioner,
     ClapZeroShotCaptioner,
+    ProbeCaptioner,
     load_captioner,
 )
 from avbridge.errors import AvbridgeError, CheckpointError
@@ -136,3 +137,55 @@ def test_binder_zero_shot_with_fake_binder(fake_binder):
     scores = cap.scores(audio)
     assert cap.caption(audio) == labels[int(scores.argmax())]
     assert fake_binder.calls["text"] == 1  # label texts embedded once, then cached
+
+
+def _colour_heads(scale: float = 1.0) -> dict:
+    """Heads that read ColourBinder's mean-colour embedding: the class is the strongest
+    channel, the size whether that channel is bright."""
+    eye = torch.eye(3) / scale
+    size = torch.tensor([[1.0, 1.0, 1.0], [-1.0, -1.0, -1.0]]) / scale
+    heads = {"class": (eye, torch.zeros(3)), "size": (size, torch.tensor([0.0, 0.0]))}
+    return {"image": heads, "video": heads}
+
+
+def _picture(channel: int, value: int, frames: int | None = None) -> Image | Video:
+    px = np.zeros((frames or 1, 8, 8, 3), np.uint8)
+    px[..., channel] = value
+    return Image(px[0]) if frames is None else Video(px, 4.0)
+
+
+def test_probe_captioner_reads_attributes_through_its_heads_and_round_trips(tmp_path):
+    labels = {"class": ["red", "green", "blue"], "size": ["bright", "dim"]}
+    cap = ProbeCaptioner(ColourBinder(), _colour_heads(), labels, template="a {size} {class}", scale=1.0)
+    assert cap.caption(_picture(0, 200)) == "a bright red"
+    assert cap.caption(_picture(2, 90, frames=3)) == "a bright blue"
+    assert cap.predict(_picture(1, 200)) == {"class": "green", "size": "bright"}
+    cap.save_pretrained(tmp_path / "cap")
+    assert sorted(p.name for p in (tmp_path / "cap").iterdir()) == ["config.json", "heads.safetensors"]
+    again = load_captioner("probe", tmp_path / "cap", binder=ColourBinder())
+    assert isinstance(again, ProbeCaptioner) and again.template == "a {size} {class}"
+    assert again.caption(_picture(1, 120, frames=2)) == "a bright green"
+    assert ProbeCaptioner.from_pretrained(tmp_path / "cap", ColourBinder(), template="{class}").caption(
+        _picture(2, 50)) == "blue"
+
+
+def test_probe_captioner_errors(tmp_path):
+    labels = {"class": ["red", "green", "blue"], "size": ["bright", "dim"]}
+    with pytest.raises(ValueError, match="shape"):
+        ProbeCaptioner(ColourBinder(), {"image": {"class": (torch.zeros(2, 3), torch.zeros(2))}}, labels)
+    with pytest.raises(ValueError, match="template"):
+        ProbeCaptioner(ColourBinder(), _colour_heads(), labels, template="{shape}")
+    cap = ProbeCaptioner(ColourBinder(), _colour_heads(), labels)
+    with pytest.raises(AvbridgeError, match="no heads for audio"):
+        cap.caption(Audio(np.zeros(800, np.float32), 800))
+    wide = {"image": {"class": (torch.zeros(3, 5), torch.zeros(3))}}
+    with pytest.raises(AvbridgeError, match="5-d embeddings.*gives 3"):
+        ProbeCaptioner(ColourBinder(), wide, {"class": ["a", "b", "c"]}).caption(_picture(0, 9))
+    with pytest.raises(CheckpointError, match="no config.json"):
+        ProbeCaptioner.from_pretrained(tmp_path / "missing", ColourBinder())
+    cap.save_pretrained(tmp_path / "cap")
+    (tmp_path / "cap" / "heads.safetensors").write_bytes(b"truncated")
+    with pytest.raises(CheckpointError, match="unreadable probe captioner"):
+        ProbeCaptioner.from_pretrained(tmp_path / "cap", ColourBinder())
+    with pytest.raises(AvbridgeError, match="probe captioner needs"):
+        load_captioner("probe", tmp_path / "cap")

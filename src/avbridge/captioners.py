@@ -5,13 +5,17 @@ text; the guided tasks use the same prompt so that the aligner is the only diffe
 
 - :class:`BlipCaptioner`: an image captioner (BLIP) run on the key (middle) frame.
 - :class:`ClapZeroShotCaptioner`: CLAP zero-shot classification of audio over labels.
-- :class:`BinderZeroShotCaptioner`: zero-shot over labels with any Binder (the
-  embedded world uses its own binder: the caption is then the class word only).
+- :class:`BinderZeroShotCaptioner`: zero-shot over labels with any Binder.
+- :class:`ProbeCaptioner`: linear heads on a binder's pooled embedding, trained for it
+  (a linear probe; the embedded world's default, ``python -m avbridge.world.train
+  captioner``). It reads attributes zero-shot text matching misses, such as a still
+  image's class.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -183,6 +187,135 @@ class BinderZeroShotCaptioner:
         return self.labels[int(self.scores(media).argmax())]
 
 
+PROBE_MODALITIES = ("audio", "video", "image")
+
+
+class ProbeCaptioner:
+    """Linear heads on a binder's pooled, L2-normalised embedding, one set per modality.
+
+    ``heads[modality][attribute] = (weight (K, D), bias (K,))`` score the ``K`` labels of
+    ``labels[attribute]``; the caption is ``template`` filled with each attribute's best
+    label (``"{class}"``: the class word, what the world's tuned guidance was chosen with).
+    The heads were fitted on one binder's embedding space: use them with that binder only.
+    """
+
+    def __init__(
+        self,
+        binder: Binder,
+        heads: Mapping[str, Mapping[str, tuple[torch.Tensor, torch.Tensor]]],
+        labels: Mapping[str, Sequence[str]],
+        *,
+        template: str = "{class}",
+        scale: float = 10.0,
+    ):
+        for modality, attrs in heads.items():
+            if modality not in PROBE_MODALITIES:
+                raise ValueError(f"unknown modality {modality!r}; expected one of {PROBE_MODALITIES}")
+            for attr, (w, b) in attrs.items():
+                if attr not in labels or w.shape[0] != len(labels[attr]) or b.shape != (w.shape[0],):
+                    raise ValueError(
+                        f"head {modality}.{attr}: shape {tuple(w.shape)} does not match its labels"
+                    )
+        try:
+            template.format(**{a: a for a in labels})
+        except KeyError as e:
+            raise ValueError(f"caption template {template!r} names an unknown attribute {e}") from None
+        self.binder = binder
+        self.heads = {m: dict(a) for m, a in heads.items()}
+        self.labels = {a: list(v) for a, v in labels.items()}
+        self.template = template
+        self.scale = float(scale)
+
+    @staticmethod
+    def _modality(media: Media) -> str:
+        if isinstance(media, Audio):
+            return "audio"
+        if isinstance(media, Video):
+            return "video"
+        if isinstance(media, Image):
+            return "image"
+        raise AvbridgeError(f"cannot caption an object of type {type(media).__name__}")
+
+    @torch.no_grad()
+    def embed(self, media: Media) -> torch.Tensor:
+        """The binder's pooled embedding of ``media``, L2-normalised, (1, D)."""
+        if isinstance(media, Audio):
+            e = self.binder.embed_audio(audio_to_tensor(media), media.sample_rate)
+        elif isinstance(media, Video):
+            e = self.binder.embed_video(video_to_tensor(media), media.fps)
+        elif isinstance(media, Image):
+            e = self.binder.embed_image(image_to_tensor(media))
+        else:
+            raise AvbridgeError(f"cannot caption an object of type {type(media).__name__}")
+        return torch.nn.functional.normalize(e.pooled.float(), dim=-1)
+
+    def logits(self, modality: str, emb: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each attribute's label scores (N, K) for embeddings (N, D) of ``modality``."""
+        if modality not in self.heads:
+            raise AvbridgeError(f"this captioner has no heads for {modality}")
+        out = {}
+        for attr, (w, b) in self.heads[modality].items():
+            if emb.shape[-1] != w.shape[1]:
+                raise AvbridgeError(
+                    f"the captioner's {modality} heads expect {w.shape[1]}-d embeddings, the binder "
+                    f"gives {emb.shape[-1]}: it was fitted for another binder"
+                )
+            out[attr] = (emb * self.scale) @ w.T.to(emb) + b.to(emb)
+        return out
+
+    def predict(self, media: Media) -> dict[str, str]:
+        """The best label of each attribute for ``media``."""
+        modality = self._modality(media)
+        if modality not in self.heads:
+            raise AvbridgeError(f"this captioner has no heads for {modality}")
+        scores = self.logits(modality, self.embed(media))
+        return {a: self.labels[a][int(s[0].argmax())] for a, s in scores.items()}
+
+    def caption(self, media: Media) -> str:
+        return self.template.format(**self.predict(media))
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        """``heads.safetensors`` + ``config.json`` (written last: its presence marks a complete folder)."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {}
+        for m, attrs in self.heads.items():
+            for a, (w, b) in attrs.items():
+                tensors[f"{m}.{a}.weight"] = w.detach().float().clone().contiguous()
+                tensors[f"{m}.{a}.bias"] = b.detach().float().clone().contiguous()
+        tmp = folder / "heads.safetensors.tmp"
+        save_file(tensors, str(tmp))
+        tmp.replace(folder / "heads.safetensors")
+        cfg = {"labels": self.labels, "template": self.template, "scale": self.scale,
+               "modalities": sorted(self.heads)}
+        tmp = folder / "config.json.tmp"
+        tmp.write_text(json.dumps(cfg, indent=1) + "\n")
+        tmp.replace(folder / "config.json")
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, binder: Binder, **kwargs: Any) -> ProbeCaptioner:
+        """Load heads saved by :meth:`save_pretrained`; ``kwargs`` override config fields."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        for name in ("config.json", "heads.safetensors"):
+            if not (folder / name).is_file():
+                raise CheckpointError(folder, f"not a probe captioner folder (no {name})")
+        try:
+            cfg = json.loads((folder / "config.json").read_text())
+            tensors = load_file(str(folder / "heads.safetensors"))
+            heads: dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]] = {}
+            for m in cfg["modalities"]:
+                heads[m] = {a: (tensors[f"{m}.{a}.weight"], tensors[f"{m}.{a}.bias"]) for a in cfg["labels"]}
+            opts = {"template": cfg.get("template", "{class}"), "scale": cfg.get("scale", 10.0), **kwargs}
+            return cls(binder, heads, cfg["labels"], **opts)
+        except (OSError, ValueError, KeyError, TypeError, SafetensorError) as e:
+            raise CheckpointError(folder, f"unreadable probe captioner: {e}") from e
+
+
 def load_captioner(
     kind: str,
     source: str | Path | None = None,
@@ -191,8 +324,8 @@ def load_captioner(
     binder: Binder | None = None,
     device: str = "cpu",
 ) -> Captioner:
-    """A captioner by kind: ``"blip"`` (source = hub id/folder), ``"clap"`` (source; labels)
-    or ``"binder"`` (a Binder; labels)."""
+    """A captioner by kind: ``"blip"`` (source = hub id/folder), ``"clap"`` (source; labels),
+    ``"binder"`` (a Binder; labels) or ``"probe"`` (source = folder; the Binder it was fitted for)."""
     if kind == "blip":
         if source is None:
             raise AvbridgeError("the blip captioner needs a model id or folder")
@@ -205,4 +338,8 @@ def load_captioner(
         if binder is None:
             raise AvbridgeError("the binder captioner needs a binder")
         return BinderZeroShotCaptioner(binder, labels or DEFAULT_LABELS)
-    raise AvbridgeError(f"unknown captioner kind {kind!r}; expected blip, clap or binder")
+    if kind == "probe":
+        if source is None or binder is None:
+            raise AvbridgeError("the probe captioner needs its folder and the binder it was fitted for")
+        return ProbeCaptioner.from_pretrained(source, binder)
+    raise AvbridgeError(f"unknown captioner kind {kind!r}; expected blip, clap, binder or probe")

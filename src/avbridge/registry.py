@@ -165,6 +165,7 @@ WORLD_PARTS: dict[str, str] = {
     "animatediff": "model_index.json",
     "image": "model_index.json",
     "binder": "model.safetensors",
+    "captioner": "config.json",
 }
 
 
@@ -370,29 +371,35 @@ def _default_labels(preset: str) -> tuple[str, ...]:
 
 
 def load_captioners(
-    specs: str | list[str] | None, preset: str, binder: Any, *, device: str
+    specs: str | list[str] | None, preset: str, binder: Any, *, device: str, own_binder: bool = True
 ) -> tuple[Any, Any]:
     """``(audio_captioner, visual_captioner)`` from ``--captioner`` values.
 
-    Each value is ``binder`` (zero-shot over the preset's labels with the binder: the
-    default), ``none``, ``clap:ID|DIR`` (audio), ``blip:ID|DIR`` (images/videos), or a bare
-    id/folder (CLAP if its name contains "clap", else BLIP). The vanilla baselines of the
-    paper caption the condition and generate from that caption.
+    Each value is ``binder`` (zero-shot over the preset's labels with the binder), ``probe``
+    (the world's linear-probe captioner, fitted for its shipped binder) or ``probe:DIR``,
+    ``none``, ``clap:ID|DIR`` (audio), ``blip:ID|DIR`` (images/videos), or a bare id/folder
+    (CLAP if its name contains "clap", else BLIP). The default is ``probe`` for the world
+    preset with its own binder (``own_binder``), else ``binder``. The vanilla baselines of
+    the paper caption the condition and generate from that caption.
     """
     from avbridge.captioners import load_captioner
 
-    values = [specs] if isinstance(specs, str) else list(specs or ["binder"])
+    default = "probe" if preset == "world" and own_binder else "binder"
+    values = [specs] if isinstance(specs, str) else list(specs or [default])
     audio_cap: Any = None
     visual_cap: Any = None
     labels = _default_labels(preset)
     for v in values:
         kind, _, source = v.partition(":")
-        if not source and kind not in ("binder", "none"):
+        if not source and kind not in ("binder", "none", "probe"):
             kind, source = ("clap" if "clap" in v.lower() else "blip"), v
         if kind == "none":
             audio_cap = visual_cap = None
         elif kind == "binder":
             audio_cap = visual_cap = load_captioner("binder", binder=binder, labels=labels)
+        elif kind == "probe":
+            where = source or _require_world("captioner")
+            audio_cap = visual_cap = load_captioner("probe", where, binder=binder)
         elif kind in ("clap", "blip"):
             src = classify(source, ())
             where = resolve_hub(src.value) if src.kind == "hub" else src.value
@@ -402,7 +409,9 @@ def load_captioners(
             else:
                 visual_cap = cap
         else:
-            raise AvbridgeError(f"unknown captioner {v!r}; use binder, none, clap:ID|DIR or blip:ID|DIR")
+            raise AvbridgeError(
+                f"unknown captioner {v!r}; use binder, probe[:DIR], none, clap:ID|DIR or blip:ID|DIR"
+            )
     return audio_cap, visual_cap
 
 
@@ -458,7 +467,7 @@ def load_components(
             seed=seed,
             modality="image",
         )
-    audio_cap, visual_cap = load_captioners(captioner, preset, b, device=device)
+    audio_cap, visual_cap = load_captioners(captioner, preset, b, device=device, own_binder=binder is None)
     return Components(
         binder=b,
         audio=audio,

@@ -20,6 +20,8 @@ Stages, in dependency order (the UNets need their VAE and text encoder):
   its input gradient points at correctly timed audio (``--grad-align``, default 4)
 - ``binder-align-av`` fine-tunes it once more with the term on both inputs (audio 4,
   video 2: ``--grad-align-video``), so the video gradient that A2V follows is trained too
+- ``captioner``   linear probe on the binder's embeddings that writes the prompts of the
+  vanilla baselines and guided tasks (train_captioner.py); refit after any binder stage
 
 Each stage writes diffusers/transformers folders into ``--models`` (default: the
 package's ``avbridge/world/models``), its running log and checkpoint into
@@ -44,6 +46,7 @@ import torch.nn.functional as F
 
 from avbridge.errors import AvbridgeError
 from avbridge.world.scene import WORLD
+from avbridge.world.train_captioner import stage_captioner
 from avbridge.world.train_data import (
     ClipSet,
     build_tokenizer,
@@ -766,6 +769,7 @@ STAGES: dict[str, tuple[Callable, dict]] = {
     "binder": (stage_binder, dict(steps=3000, batch=64, lr=5e-4, seed=17)),
     "binder-align": (stage_binder_align, dict(steps=100000, batch=32, lr=3e-4, seed=18)),
     "binder-align-av": (stage_binder_align_av, dict(steps=100000, batch=32, lr=3e-4, seed=18)),
+    "captioner": (stage_captioner, dict(steps=500, lr=1e-2, seed=20)),
 }
 
 
