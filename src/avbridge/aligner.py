@@ -281,19 +281,23 @@ def envelope_projection(grad: torch.Tensor, sigma_frames: float = 1.0) -> torch.
 
 
 def shaped_envelope_projection(
-    log_mel: torch.Tensor, sigma_frames: float = 1.0
+    log_mel: torch.Tensor, sigma_frames: float = 1.0, max_weight: float = 4.0
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """The envelope projection for this (B, T, n_mels) log-mel, spread over its bins.
 
     Returns ``grad -> envelope_projection(grad) * w`` with ``w`` (B, 1, n_mels) each bin's
     linear magnitude averaged over time, relative to the clip's mean bin (so the per-frame
-    mean over bins is unchanged). Loud frames dominate that average, so ``w`` is the
-    spectrum of the clip's events: raising a frame's loudness raises those bands.
+    mean over bins is unchanged), capped at ``max_weight`` times that mean and renormalised.
+    Loud frames dominate the average, so ``w`` is the spectrum of the clip's events:
+    raising a frame's loudness raises those bands.
     """
     lm = log_mel.detach().float()
     lin = torch.exp(lm - lm.amax(dim=(-2, -1), keepdim=True))
     w = lin.mean(dim=-2, keepdim=True)
     w = w / w.mean(dim=-1, keepdim=True).clamp_min(1e-12)
+    # Uncapped, a pure tone puts all of the step into a few latent rows and the latents diverge.
+    w = w.clamp(max=max_weight)
+    w = w / w.mean(dim=-1, keepdim=True)
 
     def project(grad: torch.Tensor) -> torch.Tensor:
         return envelope_projection(grad, sigma_frames) * w.to(grad.dtype)

@@ -157,8 +157,10 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
         metavar="SPEC",
         action="append",
         help="captioner that writes the prompt when no --prompt is given (the paper's vanilla "
-        "baseline captions the condition): 'binder' (zero-shot over labels with the binder; the "
-        "default), 'none', 'clap:ID|DIR' (audio), 'blip:ID|DIR' (images/video); may be repeated",
+        "baseline captions the condition): 'probe' (the world's linear-probe captioner; the "
+        "default with the world's own binder), 'binder' (zero-shot over labels with the binder; "
+        "the default otherwise), 'probe:DIR', 'none', 'clap:ID|DIR' (audio), 'blip:ID|DIR' "
+        "(images/video); may be repeated",
     )
     g.add_argument(
         "--device",
