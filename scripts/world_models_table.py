@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 ORDER = ["audio-vae", "vocoder", "vocoder-gan", "audio-text", "audio-unet", "video-vae", "video-unet",
-         "image", "binder", "binder-align", "binder-align-av"]
+         "image", "binder", "binder-align", "binder-align-av", "captioner"]
 
 
 def _brief(run: dict) -> str:
@@ -33,9 +33,9 @@ def main(argv: list[str]) -> int:
         if stage not in data:
             continue
         d = data[stage]
-        losses = ", ".join(f"{k} {v:.4g}" for k, v in d["final_losses"].items())
+        losses = ", ".join(f"{k} {v:.4g}" for k, v in d.get("final_losses", {}).items()) or "-"
         extra = ", ".join(f"{k} {_brief(v) if k == 'init_run' else v}" for k, v in d.items() if k not in skip)
-        print(f"| {stage} | {d['steps']} | {d['batch']} | {d['lr']} | {d['seed']} | {d['clips']} | "
+        print(f"| {stage} | {d['steps']} | {d.get('batch', '-')} | {d['lr']} | {d['seed']} | {d['clips']} | "
               f"{d['wall_s']} | {d['device']} | {losses} | {extra} |")
     print()
     total = 0
