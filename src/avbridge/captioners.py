@@ -22,7 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from avbridge.binders.base import Binder
+from avbridge.binders.base import Binder, Embedding
 from avbridge.convert import audio_to_tensor, image_to_tensor, key_frame, video_to_tensor
 from avbridge.errors import AvbridgeError, CheckpointError
 from avbridge.media import Audio, Image, Video
@@ -155,6 +155,17 @@ class ClapZeroShotCaptioner:
         return self.labels[int(self.scores(media).argmax())]
 
 
+def binder_embedding(binder: Binder, media: Media) -> Embedding:
+    """The binder's embedding of an audio, video or image container."""
+    if isinstance(media, Audio):
+        return binder.embed_audio(audio_to_tensor(media), media.sample_rate)
+    if isinstance(media, Video):
+        return binder.embed_video(video_to_tensor(media), media.fps)
+    if isinstance(media, Image):
+        return binder.embed_image(image_to_tensor(media))
+    raise AvbridgeError(f"cannot caption an object of type {type(media).__name__}")
+
+
 class BinderZeroShotCaptioner:
     """Zero-shot over labels with any Binder: the label whose text embedding is nearest."""
 
@@ -172,14 +183,7 @@ class BinderZeroShotCaptioner:
         if self._text is None:
             texts = [self.template.format(label=label) for label in self.labels]
             self._text = self.binder.embed_text(texts).pooled
-        if isinstance(media, Audio):
-            e = self.binder.embed_audio(audio_to_tensor(media), media.sample_rate)
-        elif isinstance(media, Video):
-            e = self.binder.embed_video(video_to_tensor(media), media.fps)
-        elif isinstance(media, Image):
-            e = self.binder.embed_image(image_to_tensor(media))
-        else:
-            raise AvbridgeError(f"cannot caption an object of type {type(media).__name__}")
+        e = binder_embedding(self.binder, media)
         text = self._text.to(e.pooled.device, e.pooled.dtype)
         return (torch.nn.functional.normalize(e.pooled, dim=-1) @ text.T)[0]
 
@@ -228,26 +232,15 @@ class ProbeCaptioner:
 
     @staticmethod
     def _modality(media: Media) -> str:
-        if isinstance(media, Audio):
-            return "audio"
-        if isinstance(media, Video):
-            return "video"
-        if isinstance(media, Image):
-            return "image"
+        for cls, name in ((Audio, "audio"), (Video, "video"), (Image, "image")):
+            if isinstance(media, cls):
+                return name
         raise AvbridgeError(f"cannot caption an object of type {type(media).__name__}")
 
     @torch.no_grad()
     def embed(self, media: Media) -> torch.Tensor:
         """The binder's pooled embedding of ``media``, L2-normalised, (1, D)."""
-        if isinstance(media, Audio):
-            e = self.binder.embed_audio(audio_to_tensor(media), media.sample_rate)
-        elif isinstance(media, Video):
-            e = self.binder.embed_video(video_to_tensor(media), media.fps)
-        elif isinstance(media, Image):
-            e = self.binder.embed_image(image_to_tensor(media))
-        else:
-            raise AvbridgeError(f"cannot caption an object of type {type(media).__name__}")
-        return torch.nn.functional.normalize(e.pooled.float(), dim=-1)
+        return torch.nn.functional.normalize(binder_embedding(self.binder, media).pooled.float(), dim=-1)
 
     def logits(self, modality: str, emb: torch.Tensor) -> dict[str, torch.Tensor]:
         """Each attribute's label scores (N, K) for embeddings (N, D) of ``modality``."""
