@@ -77,10 +77,7 @@ class AlignConfig:
     the mean over mel bins, smoothed over a few frames), a smoothing preconditioner in
     the spirit of Sobolev gradients. A small binder's full gradient is dominated by
     fine time-frequency detail nearly orthogonal to the way to the right audio; its
-    envelope is what moves sound events (docs/world.md). ``"shaped"``: that envelope,
-    spread over the mel bins in proportion to the clip's mean linear magnitude in each
-    (``shaped_envelope_projection``), so that a loudness change lands in the bands the
-    sound already occupies instead of adding broadband energy.
+    envelope is what moves sound events (docs/world.md).
     ``frame_grad``: the same for video frames: ``"envelope"`` passes only the per-frame,
     per-channel mean over pixels of the gradient (brightness over time).
     ``guidance_dtype``: run the guidance branch only (differentiable decode, binder,
@@ -104,7 +101,7 @@ class AlignConfig:
     recompute_eps: bool = False
     frame_subset: bool = True
     audio_path: Literal["mel", "waveform"] = "mel"
-    mel_grad: Literal["full", "envelope", "shaped"] = "full"
+    mel_grad: Literal["full", "envelope"] = "full"
     frame_grad: Literal["full", "envelope"] = "full"
     guidance_dtype: Literal["bfloat16", "float16"] | None = None
 
@@ -124,8 +121,8 @@ class AlignConfig:
             raise ValueError(f"inner_steps must be >= 1, got {self.inner_steps}")
         if self.audio_path not in ("mel", "waveform"):
             raise ValueError(f"audio_path must be 'mel' or 'waveform', got {self.audio_path!r}")
-        if self.mel_grad not in ("full", "envelope", "shaped"):
-            raise ValueError(f"mel_grad must be 'full', 'envelope' or 'shaped', got {self.mel_grad!r}")
+        if self.mel_grad not in ("full", "envelope"):
+            raise ValueError(f"mel_grad must be 'full' or 'envelope', got {self.mel_grad!r}")
         if self.frame_grad not in ("full", "envelope"):
             raise ValueError(f"frame_grad must be 'full' or 'envelope', got {self.frame_grad!r}")
         if self.update not in UPDATES:
@@ -280,31 +277,6 @@ def envelope_projection(grad: torch.Tensor, sigma_frames: float = 1.0) -> torch.
     return smooth[..., None].expand_as(grad).contiguous()
 
 
-def shaped_envelope_projection(
-    log_mel: torch.Tensor, sigma_frames: float = 1.0, max_weight: float = 4.0
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The envelope projection for this (B, T, n_mels) log-mel, spread over its bins.
-
-    Returns ``grad -> envelope_projection(grad) * w`` with ``w`` (B, 1, n_mels) each bin's
-    linear magnitude averaged over time, relative to the clip's mean bin (so the per-frame
-    mean over bins is unchanged), capped at ``max_weight`` times that mean and renormalised.
-    Loud frames dominate the average, so ``w`` is the spectrum of the clip's events:
-    raising a frame's loudness raises those bands.
-    """
-    lm = log_mel.detach().float()
-    lin = torch.exp(lm - lm.amax(dim=(-2, -1), keepdim=True))
-    w = lin.mean(dim=-2, keepdim=True)
-    w = w / w.mean(dim=-1, keepdim=True).clamp_min(1e-12)
-    # Uncapped, a pure tone puts all of the step into a few latent rows and the latents diverge.
-    w = w.clamp(max=max_weight)
-    w = w / w.mean(dim=-1, keepdim=True)
-
-    def project(grad: torch.Tensor) -> torch.Tensor:
-        return envelope_projection(grad, sigma_frames) * w.to(grad.dtype)
-
-    return project
-
-
 def frame_envelope_projection(grad: torch.Tensor) -> torch.Tensor:
     """Keep the brightness-over-time part of a (B, T, C, H, W) frame gradient: its mean over
     the pixels of each frame and channel."""
@@ -334,8 +306,6 @@ def _embed_for_binder(
         feats = gen.decode_features(z0, stream.spec)  # type: ignore[attr-defined]
         if config.mel_grad == "envelope":
             feats.log_mel = _ProjectedGradient.apply(feats.log_mel, envelope_projection)
-        elif config.mel_grad == "shaped":
-            feats.log_mel = _ProjectedGradient.apply(feats.log_mel, shaped_envelope_projection(feats.log_mel))
         accepts = getattr(binder, "accepts_audio_features", None)
         if accepts is None or accepts(feats):
             return embed("audio-features", feats, None)  # type: ignore[arg-type]

@@ -249,11 +249,10 @@ def _add_sampling_options(p: argparse.ArgumentParser, *, takes_prompt: bool = Tr
     )
     a.add_argument(
         "--mel-grad",
-        choices=("full", "envelope", "shaped"),
-        help="on the mel path, what of the binder's gradient reaches the log-mel: 'full'; "
+        choices=("full", "envelope"),
+        help="on the mel path, what of the binder's gradient reaches the log-mel: 'full', or "
         "'envelope' = only its loudness over time (per-frame mean over mel bins, smoothed), which "
-        "moves sound events; 'shaped' = that envelope spread over the bands the sound occupies "
-        "(default: the task's)",
+        "moves sound events (default: the task's)",
     )
     a.add_argument(
         "--frame-grad",
