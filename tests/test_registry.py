@@ -11,6 +11,7 @@ import torch
 from avbridge import registry
 from avbridge.captioners import BinderZeroShotCaptioner
 from avbridge.errors import AvbridgeError, CheckpointError
+from avbridge.losses import LossWeights
 from avbridge.tasks import Components
 
 
@@ -183,9 +184,13 @@ def test_world_guidance_settings_replace_the_papers(monkeypatch: pytest.MonkeyPa
     assert cfg.steps == default_config("v2a").steps
     assert default_config("a2v", preset="world") == default_config("a2v")
     assert default_config("v2a", preset="paper") == default_config("v2a")
-    (tmp_path / "guidance.json").write_text(json.dumps({"v2a": {"learning_rate": 1}}))
-    with pytest.raises(CheckpointError, match="learning_rate"):
-        default_config("v2a", preset="world")
+    (tmp_path / "guidance.json").write_text(json.dumps({"a2i": {"weights": {"vt": 0}}}))
+    assert default_config("a2i", preset="world").weights == LossWeights(av=1, vt=0, at=1)  # the rest stay 1
+    for bad in ({"learning_rate": 1}, {"weights": {"va": 0}}, {"weights": {"vt": "none"}}, {"weights": [0]}):
+        (tmp_path / "guidance.json").write_text(json.dumps({"v2a": bad}))
+        match = "learning_rate" if "learning_rate" in bad else "weights must"
+        with pytest.raises(CheckpointError, match=match):
+            default_config("v2a", preset="world")
     (tmp_path / "guidance.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="guidance.json"):
         default_config("v2a", preset="world")

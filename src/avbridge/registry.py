@@ -212,11 +212,18 @@ def _guidance_fields(path: Path, where: str, fields: dict[str, Any]) -> dict[str
     import dataclasses
 
     from avbridge.aligner import AlignConfig
+    from avbridge.losses import LossWeights
 
-    known = {f.name for f in dataclasses.fields(AlignConfig)} - {"weights", "steps"}
+    known = {f.name for f in dataclasses.fields(AlignConfig)} - {"steps"}
     bad = sorted(k for k in fields if not k.startswith("_") and k not in known)
     if bad:
         raise CheckpointError(path, f"{where}: unknown setting(s) {', '.join(bad)}")
+    weights = fields.get("weights", {})
+    pairs = {f.name for f in dataclasses.fields(LossWeights)}
+    if not isinstance(weights, dict) or not set(weights) <= pairs or not all(
+        isinstance(v, (int, float)) for v in weights.values()
+    ):
+        raise CheckpointError(path, f"{where}: weights must map {', '.join(sorted(pairs))} to numbers")
     return {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items() if not k.startswith("_")}
 
 
