@@ -12,6 +12,7 @@ captioner. It is a few kB and is refitted whenever the binder changes.
 
 from __future__ import annotations
 
+import argparse
 import random
 import time
 from pathlib import Path
@@ -19,6 +20,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from avbridge.binders.base import Binder
+from avbridge.captioners import ProbeCaptioner
 from avbridge.world.scene import CLASSES, COLOURS, SIZES, WORLD
 from avbridge.world.train_data import ClipSet, load_clips
 
@@ -27,7 +30,7 @@ VAL_CLIPS = 200
 
 
 @torch.no_grad()
-def clip_embeddings(binder, clips: ClipSet, rng: random.Random, extra_frames: int = 1,
+def clip_embeddings(binder: Binder, clips: ClipSet, rng: random.Random, extra_frames: int = 1,
                     chunk: int = 64) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Normalised pooled embeddings per modality and the matching label indices.
 
@@ -74,8 +77,10 @@ def fit_head(x: torch.Tensor, y: torch.Tensor, k: int, *, scale: float, steps: i
     return lin.weight.detach().clone(), lin.bias.detach().clone()
 
 
-def accuracy(captioner, emb: dict[str, torch.Tensor], labels: dict[str, dict[str, torch.Tensor]],
-             stills_only: int = 0) -> dict[str, dict[str, float]]:
+def accuracy(
+    captioner: ProbeCaptioner, emb: dict[str, torch.Tensor], labels: dict[str, dict[str, torch.Tensor]],
+    stills_only: int = 0,
+) -> dict[str, dict[str, float]]:
     """Per modality and attribute accuracy of ``captioner``'s heads. ``stills_only``: for
     images, score only the first frame of every group of that many (the I2A stills)."""
     out: dict[str, dict[str, float]] = {}
@@ -89,7 +94,7 @@ def accuracy(captioner, emb: dict[str, torch.Tensor], labels: dict[str, dict[str
 
 @torch.no_grad()
 def zero_shot_class_accuracy(
-    binder, emb: dict[str, torch.Tensor], labels: dict, stills_only: int
+    binder: Binder, emb: dict[str, torch.Tensor], labels: dict, stills_only: int
 ) -> dict[str, float]:
     """Class accuracy of zero-shot matching against "a {class}" (the binder captioner)."""
     text = F.normalize(binder.embed_text([f"a {c}" for c in CLASSES]).pooled.float(), dim=-1)
@@ -101,10 +106,9 @@ def zero_shot_class_accuracy(
     return out
 
 
-def stage_captioner(args) -> dict:
+def stage_captioner(args: argparse.Namespace) -> dict:
     """Fit the probe captioner for ``models/binder`` and save it as ``models/captioner``."""
     from avbridge.binders.imagebind import ImageBindBinder
-    from avbridge.captioners import ProbeCaptioner
     from avbridge.world.train import _device_name, _require, _summary
 
     t0 = time.time()
