@@ -78,7 +78,6 @@ def test_binder_loads_and_embeds_per_window() -> None:
     assert torch.allclose(v.pooled.norm(dim=-1), torch.ones(2), atol=1e-4)
 
 
-@pytest.mark.slow
 def _real_mel(gen, clip) -> torch.Tensor:
     """A clip's log-mel (1, 1, T, 64), T cut to a multiple of the VAE's factor."""
     from avbridge.generators.audioldm import mel_spectrogram
@@ -88,6 +87,7 @@ def _real_mel(gen, clip) -> torch.Tensor:
     return mel[:, :, : mel.shape[2] // gen.vae_scale_factor * gen.vae_scale_factor]
 
 
+@pytest.mark.slow
 def test_audio_samples_are_centred_like_real_latents() -> None:
     """The audio UNet samples latents whose per-channel means match the real clips' in the
     UNet's units (docs/world.md, "The latent mean"). The first audio UNet sampled zero-mean

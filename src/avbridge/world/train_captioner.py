@@ -77,6 +77,12 @@ def fit_head(x: torch.Tensor, y: torch.Tensor, k: int, *, scale: float, steps: i
     return lin.weight.detach().clone(), lin.bias.detach().clone()
 
 
+def _kept(modality: str, stills_only: int) -> slice:
+    """The rows scored: for images with ``stills_only``, the first of every group of that
+    many (the I2A stills, as ``clip_embeddings`` lays them out)."""
+    return slice(None, None, stills_only) if modality == "image" and stills_only else slice(None)
+
+
 def accuracy(
     captioner: ProbeCaptioner, emb: dict[str, torch.Tensor], labels: dict[str, dict[str, torch.Tensor]],
     stills_only: int = 0,
@@ -85,7 +91,7 @@ def accuracy(
     images, score only the first frame of every group of that many (the I2A stills)."""
     out: dict[str, dict[str, float]] = {}
     for m, e in emb.items():
-        keep = slice(None, None, stills_only) if m == "image" and stills_only else slice(None)
+        keep = _kept(m, stills_only)
         scores = captioner.logits(m, e[keep])
         out[m] = {a: round(float((s.argmax(-1) == labels[m][a][keep]).float().mean()), 4)
                   for a, s in scores.items()}
@@ -100,7 +106,7 @@ def zero_shot_class_accuracy(
     text = F.normalize(binder.embed_text([f"a {c}" for c in CLASSES]).pooled.float(), dim=-1)
     out = {}
     for m, e in emb.items():
-        keep = slice(None, None, stills_only) if m == "image" and stills_only else slice(None)
+        keep = _kept(m, stills_only)
         pred = (e[keep] @ text.T).argmax(-1)
         out[m] = round(float((pred == labels[m]["class"][keep]).float().mean()), 4)
     return out
