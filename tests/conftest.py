@@ -105,6 +105,11 @@ class FakeGenerator(torch.nn.Module):
     def step(self, z: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self.scheduler.step(eps, t, z).prev_sample
 
+    def renoise(self, z0: torch.Tensor, t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        self.calls["renoise"] += 1
+        noise = torch.randn(z0.shape, generator=generator)
+        return self.scheduler.add_noise(z0, noise, torch.as_tensor(t).reshape(1))
+
     def decode(self, z0: torch.Tensor, spec: MediaSpec) -> torch.Tensor:
         self.calls["decode"] += 1
         if self.modality == "video":

@@ -361,3 +361,36 @@ def test_frame_grad_envelope_filters_the_gradient_reaching_the_frames(fake_binde
     assert not torch.allclose(full, frame_envelope_projection(full))
     assert torch.allclose(env, frame_envelope_projection(full), atol=1e-7)
     assert not torch.allclose(outs["full"].media["visual"], outs["envelope"].media["visual"])
+
+
+def test_refine_renoises_guided_output_and_reruns_the_last_steps(fake_binder):
+    assert AlignConfig(steps=10, refine=0.3).refine_from() == 7
+    assert AlignConfig(steps=10).refine_from() is None
+    gen = FakeGenerator("audio", seed=1)
+    plain = v2a(gen, fake_binder, seed=2)
+    unet_calls = gen.calls["predict_eps"]
+    gen.calls.clear()
+    refined = v2a(gen, fake_binder, seed=2, refine=0.3)
+    assert gen.calls["renoise"] == 1
+    assert gen.calls["predict_eps"] == unet_calls + 3
+    assert not torch.equal(refined.media["audio"], plain.media["audio"])
+    assert torch.equal(refined.media["audio"], v2a(gen, fake_binder, seed=2, refine=0.3).media["audio"])
+
+
+def test_vanilla_ignores_refine_and_joint_refines_both_streams(fake_binder):
+    gen = FakeGenerator("audio", seed=1)
+    van = v2a(gen, fake_binder, seed=2, guided=False)
+    gen.calls.clear()
+    same = v2a(gen, fake_binder, seed=2, guided=False, refine=0.5)
+    assert torch.equal(van.media["audio"], same.media["audio"])
+    assert gen.calls["renoise"] == 0
+    ga, gv = FakeGenerator("audio", seed=1), FakeGenerator("video", seed=2)
+    cfg = AlignConfig(steps=10, lr={"audio": 0.1, "visual": 0.05}, refine=0.2)
+    align_joint(ga, gv, fake_binder, audio_spec=SPEC_A, video_spec=SPEC_V, prompt="a cat", config=cfg)
+    assert ga.calls["renoise"] == gv.calls["renoise"] == 1
+
+
+@pytest.mark.parametrize("refine", [-0.1, 1.0])
+def test_refine_must_leave_some_of_the_schedule(refine):
+    with pytest.raises(ValueError, match="refine"):
+        AlignConfig(refine=refine)

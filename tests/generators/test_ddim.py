@@ -60,3 +60,17 @@ def test_step_is_differentiable_and_pure(audio_gen):
     assert torch.equal(a, b)
     a.sum().backward()
     assert z.grad is not None and torch.isfinite(z.grad).all()
+
+
+def test_renoise_matches_diffusers_add_noise_and_is_seeded(audio_gen):
+    """``renoise`` is DDIMScheduler.add_noise with noise drawn from the caller's generator."""
+    ts = audio_gen.timesteps(10)
+    z0 = torch.randn(2, 4, 8, 16, generator=torch.Generator().manual_seed(1))
+    t = ts[4]
+    ours = audio_gen.renoise(z0, t, torch.Generator().manual_seed(7))
+    noise = torch.randn(z0.shape, generator=torch.Generator().manual_seed(7))
+    ref = audio_gen.scheduler.add_noise(z0, noise, t.reshape(1))
+    assert torch.allclose(ours, ref, atol=1e-5, rtol=1e-5)
+    again = audio_gen.renoise(z0, t, torch.Generator().manual_seed(7))
+    assert torch.equal(ours, again)
+    assert not torch.equal(ours, audio_gen.renoise(z0, t, torch.Generator().manual_seed(8)))

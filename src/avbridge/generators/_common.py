@@ -83,6 +83,11 @@ class DDIMMath:
         a = self.abar(t, z)
         return (z - (1 - a).sqrt() * eps) / a.sqrt()
 
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+        """``sqrt(abar) x0 + sqrt(1 - abar) noise``: a clean latent brought to the noise level of ``t``."""
+        a = self.abar(t, x0)
+        return a.sqrt() * x0 + (1 - a).sqrt() * noise
+
     def step(self, z: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """One deterministic DDIM step from ``t`` to the next timestep of the schedule."""
         t_int = int(torch.as_tensor(t).reshape(-1)[0])
@@ -289,6 +294,9 @@ class LatentDiffusionAdapter:
 
     def step(self, z: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self._ddim.step(z, eps, t)
+
+    def renoise(self, z0: torch.Tensor, t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return self._ddim.add_noise(z0, self._noise(tuple(z0.shape), generator), t)
 
 
 def prompt_pair(

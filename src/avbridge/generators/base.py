@@ -103,4 +103,9 @@ class Generator(Protocol):
 
     def step(self, z: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor: ...
 
+    def renoise(self, z0: torch.Tensor, t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """A clean latent brought back to the noise level of ``t`` with fresh noise from
+        ``generator`` (the aligner's ``refine``)."""
+        ...
+
     def decode(self, z0: torch.Tensor, spec: MediaSpec) -> torch.Tensor: ...
