@@ -261,6 +261,14 @@ def _add_sampling_options(p: argparse.ArgumentParser, *, takes_prompt: bool = Tr
         "only each frame's mean per channel (brightness over time) (default: the task's)",
     )
     a.add_argument(
+        "--refine",
+        type=float,
+        metavar="FRACTION",
+        help="after guidance, re-noise the output and denoise this last fraction of the schedule "
+        "again without the binder (SDEdit): restores detail guidance pushed off the model's "
+        "manifold, keeps when things happen; 0 = off (default: the task's)",
+    )
+    a.add_argument(
         "--guidance-dtype",
         choices=("bfloat16", "float16"),
         help="run only the guidance branch (decode, binder, their backward) under autocast in this "
@@ -432,6 +440,7 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "mel_grad": "mel_grad",
         "frame_grad": "frame_grad",
         "guidance_dtype": "guidance_dtype",
+        "refine": "refine",
     }
     for arg, field in pairs.items():
         v = getattr(args, arg, None)
