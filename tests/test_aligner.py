@@ -388,9 +388,13 @@ def test_vanilla_ignores_refine_and_joint_refines_both_streams(fake_binder):
     cfg = AlignConfig(steps=10, lr={"audio": 0.1, "visual": 0.05}, refine=0.2)
     align_joint(ga, gv, fake_binder, audio_spec=SPEC_A, video_spec=SPEC_V, prompt="a cat", config=cfg)
     assert ga.calls["renoise"] == gv.calls["renoise"] == 1
+    cfg = replace(cfg, refine={"audio": 0.2})  # a modality not named is not refined
+    assert (cfg.refine_from("audio"), cfg.refine_from("visual")) == (8, None)
+    align_joint(ga, gv, fake_binder, audio_spec=SPEC_A, video_spec=SPEC_V, prompt="a cat", config=cfg)
+    assert (ga.calls["renoise"], gv.calls["renoise"]) == (2, 1)
 
 
-@pytest.mark.parametrize("refine", [-0.1, 1.0])
+@pytest.mark.parametrize("refine", [-0.1, 1.0, {"audio": 0.5, "visual": 1.0}])
 def test_refine_must_leave_some_of_the_schedule(refine):
     with pytest.raises(ValueError, match="refine"):
         AlignConfig(refine=refine)

@@ -86,6 +86,8 @@ class AlignConfig:
     guidance pushed off its manifold (the timbre a sound class is heard by) while the
     coarse structure guidance made (when events happen) survives the partial noise.
     ``0``: off. Vanilla runs never refine. Costs ``refine * steps`` plain UNet steps.
+    One number, or one per modality where a modality not named is not refined (joint
+    can refine its audio only: ``{"audio": 0.6}``).
     ``guidance_dtype``: run the guidance branch only (differentiable decode, binder,
     loss and their backward) under ``torch.autocast`` in this dtype; the UNet, the sampler
     and the final decode keep the models' dtype. The update is a sign step (Adam-sign) or
@@ -110,7 +112,7 @@ class AlignConfig:
     mel_grad: Literal["full", "envelope"] = "full"
     frame_grad: Literal["full", "envelope"] = "full"
     guidance_dtype: Literal["bfloat16", "float16"] | None = None
-    refine: float = 0.0
+    refine: PerModality = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.weights, Mapping):  # from JSON (guidance.json, --set weights.at=2)
@@ -134,7 +136,8 @@ class AlignConfig:
             raise ValueError(f"frame_grad must be 'full' or 'envelope', got {self.frame_grad!r}")
         if self.update not in UPDATES:
             raise ValueError(f"update must be one of {', '.join(UPDATES)}, got {self.update!r}")
-        if not 0.0 <= self.refine < 1.0:
+        values = self.refine.values() if isinstance(self.refine, Mapping) else [self.refine]
+        if not all(0.0 <= float(v) < 1.0 for v in values):
             raise ValueError(f"refine must satisfy 0 <= refine < 1, got {self.refine}")
         start, stop = self.window
         if not 0.0 <= start <= stop <= 1.0:
@@ -147,11 +150,13 @@ class AlignConfig:
         hi = math.ceil(stop * self.steps - 1e-9)
         return list(range(lo, hi))
 
-    def refine_from(self) -> int | None:
-        """0-based step at which ``refine`` restarts denoising, or None when it is off."""
-        if self.refine <= 0:
+    def refine_from(self, key: str = "audio") -> int | None:
+        """0-based step at which ``refine`` restarts the denoising of modality ``key``
+        ("audio"/"visual"), or None when it is off."""
+        refine = float(self.refine.get(key, 0.0) if isinstance(self.refine, Mapping) else self.refine)
+        if refine <= 0:
             return None
-        return min(self.steps - 1, round((1.0 - self.refine) * self.steps))
+        return min(self.steps - 1, round((1.0 - refine) * self.steps))
 
 
 @dataclass
@@ -427,9 +432,8 @@ def run_streams(
         if progress is not None:
             progress(i + 1, n_steps, info)
 
-    restart = config.refine_from() if guided else None
-    if restart is not None:
-        _refine(states, restart, n_steps, config, rng)
+    if guided:
+        _refine(states, n_steps, config, rng)
 
     latents: dict[str, torch.Tensor] = {}
     media: dict[str, torch.Tensor] = {}
@@ -454,13 +458,14 @@ def run_streams(
     return AlignResult(latents=latents, media=media, prompt_embeds=prompts, trace=trace)
 
 
-def _refine(
-    states: list[_State], restart: int, n_steps: int, config: AlignConfig, rng: torch.Generator
-) -> None:
-    """SDEdit pass (``AlignConfig.refine``): re-noise the clean latents to step ``restart``'s
-    level and run the plain sampler from there to the end."""
+def _refine(states: list[_State], n_steps: int, config: AlignConfig, rng: torch.Generator) -> None:
+    """SDEdit pass (``AlignConfig.refine``): re-noise each stream's clean latents to its
+    restart step's level and run the plain sampler from there to the end."""
     with torch.no_grad():
         for st in states:
+            restart = config.refine_from(st.stream.key)
+            if restart is None:
+                continue
             gen = st.stream.generator
             st.z = gen.renoise(st.z.detach(), st.timesteps[restart], rng)
             for i in range(restart, n_steps):

@@ -262,11 +262,12 @@ def _add_sampling_options(p: argparse.ArgumentParser, *, takes_prompt: bool = Tr
     )
     a.add_argument(
         "--refine",
-        type=float,
+        type=per_modality,
         metavar="FRACTION",
         help="after guidance, re-noise the output and denoise this last fraction of the schedule "
         "again without the binder (SDEdit): restores detail guidance pushed off the model's "
-        "manifold, keeps when things happen; 0 = off (default: the task's)",
+        "manifold, keeps when things happen; for joint also audio=F,video=F; 0 = off (default: the "
+        "task's)",
     )
     a.add_argument(
         "--guidance-dtype",
