@@ -97,9 +97,9 @@ def test_ci_bench_runs_and_scores_v2a(ci_bench: dict) -> None:
 
 @pytest.mark.slow
 def test_ci_bench_guided_beats_vanilla_on_v2a_sync(ci_bench: dict) -> None:
-    """The issue's CI check. Shipped models (v5 audio UNet and vocoder, binder-align-av
-    binder, per-clip loss, lr 0.3, 10 steps): 0.249 vs 0.231 on these 10 clips (class 0.9
-    both); V2A's own 30 steps are where its settings were tuned (docs/world.md)."""
+    """The issue's CI check. Shipped models and settings at 10 steps (per-clip loss, lr 0.3,
+    refine 0.3): 0.314 vs 0.226 on these 10 clips (class 1.0 both); V2A's own 30 steps
+    have settings of their own (docs/world.md)."""
     assert ci_bench["guided"]["sync_f1"][0] > ci_bench["vanilla"]["sync_f1"][0], ci_bench["guided"]
 
 
