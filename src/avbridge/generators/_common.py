@@ -296,7 +296,9 @@ class LatentDiffusionAdapter:
         return self._ddim.step(z, eps, t)
 
     def renoise(self, z0: torch.Tensor, t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return self._ddim.add_noise(z0, self._noise(tuple(z0.shape), generator), t)
+        shape = tuple(z0.shape)
+        noise = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32)
+        return self._ddim.add_noise(z0, noise.to(device=z0.device, dtype=z0.dtype), t)
 
 
 def prompt_pair(
