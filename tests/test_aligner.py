@@ -189,6 +189,10 @@ def test_config_validation_and_progress(fake_audio_gen, fake_binder):
     align(fake_audio_gen, fake_binder, spec=SPEC_A, condition=video_condition(), prompt="",
           config=AlignConfig(steps=4), progress=lambda i, n, info: ticks.append((i, n, info["guided"])))
     assert ticks == [(1, 4, False), (2, 4, True), (3, 4, True), (4, 4, True)]
+    ticks.clear()  # refine steps come after the loop's, on one bar of the whole length
+    align(fake_audio_gen, fake_binder, spec=SPEC_A, condition=video_condition(), prompt="",
+          config=AlignConfig(steps=4, refine=0.5), progress=lambda i, n, info: ticks.append((i, n)))
+    assert ticks == [(i, 6) for i in range(1, 7)]
 
 
 def test_frame_subset_decodes_only_sampled_frames_with_the_same_loss(fake_binder):

@@ -409,6 +409,7 @@ def run_streams(
             st.cond = PromptCond(st.tuned, st.cond.negative, st.cond.extra)
         states.append(st)
     n_steps = min(len(st.timesteps) for st in states)
+    total = n_steps + (n_steps - _first_refine_step(states, config, n_steps) if guided else 0)
 
     window = set(config.guided_steps()) if guided else set()
     for i in range(n_steps):
@@ -430,10 +431,10 @@ def run_streams(
                     st.z = st.stream.generator.step(st.z, eps, t)
         trace.step_seconds.append(time.perf_counter() - t0)
         if progress is not None:
-            progress(i + 1, n_steps, info)
+            progress(i + 1, total, info)
 
     if guided:
-        _refine(states, n_steps, config, rng)
+        _refine(states, n_steps, config, rng, progress)
 
     latents: dict[str, torch.Tensor] = {}
     media: dict[str, torch.Tensor] = {}
@@ -458,20 +459,34 @@ def run_streams(
     return AlignResult(latents=latents, media=media, prompt_embeds=prompts, trace=trace)
 
 
-def _refine(states: list[_State], n_steps: int, config: AlignConfig, rng: torch.Generator) -> None:
-    """SDEdit pass (``AlignConfig.refine``): re-noise each stream's clean latents to its
-    restart step's level and run the plain sampler from there to the end."""
+def _first_refine_step(states: list[_State], config: AlignConfig, n_steps: int) -> int:
+    """The earliest restart step of any refined stream (``n_steps``: none is refined)."""
+    starts = [config.refine_from(st.stream.key) for st in states]
+    return min((r for r in starts if r is not None), default=n_steps)
+
+
+def _refine(
+    states: list[_State], n_steps: int, config: AlignConfig, rng: torch.Generator,
+    progress: ProgressFn | None,
+) -> None:
+    """SDEdit pass (``AlignConfig.refine``): at its restart step, re-noise each refined
+    stream's clean latents to that step's level, then run the plain sampler to the end;
+    streams in lockstep, each refine step reported to ``progress`` after the loop's."""
+    starts = [config.refine_from(st.stream.key) for st in states]
+    first = _first_refine_step(states, config, n_steps)
+    total = n_steps + (n_steps - first)
     with torch.no_grad():
-        for st in states:
-            restart = config.refine_from(st.stream.key)
-            if restart is None:
-                continue
-            gen = st.stream.generator
-            st.z = gen.renoise(st.z.detach(), st.timesteps[restart], rng)
-            for i in range(restart, n_steps):
-                t = st.timesteps[i]
+        for i in range(first, n_steps):
+            for st, restart in zip(states, starts, strict=True):
+                if restart is None or i < restart:
+                    continue
+                gen, t = st.stream.generator, st.timesteps[i]
+                if i == restart:
+                    st.z = gen.renoise(st.z.detach(), t, rng)
                 eps = gen.predict_eps(st.z, t, st.cond, _per(config.guidance_scale, st.stream.key))
                 st.z = gen.step(st.z, eps, t)
+            if progress is not None:
+                progress(n_steps + i - first + 1, total, {"guided": False, "refine": True})
 
 
 def _normalise_grads(groups: list[dict[str, Any]]) -> None:
