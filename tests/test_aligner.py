@@ -367,6 +367,37 @@ def test_frame_grad_envelope_filters_the_gradient_reaching_the_frames(fake_binde
     assert not torch.allclose(outs["full"].media["visual"], outs["envelope"].media["visual"])
 
 
+def test_latent_grad_frame_mean_shifts_whole_latent_frames(fake_binder):
+    """A2V: with ``latent_grad="frame-mean"`` each guided update of the video latents is one
+    value per batch item, channel and frame (the spatial layout is left alone)."""
+    audio = Condition("audio", torch.randn(1, 1600, generator=torch.Generator().manual_seed(0)), rate=800)
+    deltas: dict[str, list[torch.Tensor]] = {}
+    for mode in ("full", "frame-mean"):
+        gen = FakeGenerator("video", seed=2)
+        predict_eps, step = gen.predict_eps, gen.step
+        seen: dict[str, torch.Tensor] = {}
+
+        def recording_eps(z, t, cond, scale, predict_eps=predict_eps, seen=seen):
+            seen["z"] = z.detach().clone()
+            return predict_eps(z, t, cond, scale)
+
+        def recording_step(z, eps, t, step=step, seen=seen, mode=mode):
+            deltas.setdefault(mode, []).append(z.detach() - seen["z"])
+            return step(z, eps, t)
+
+        gen.predict_eps, gen.step = recording_eps, recording_step
+        cfg = AlignConfig(steps=4, lr=0.5, update="grad", latent_grad=mode, window=(0.5, 1.0))
+        align(gen, fake_binder, spec=SPEC_V, condition=audio, prompt="a dog", config=cfg)
+    for mode, ds in deltas.items():
+        guided = ds[2:]  # steps 2 and 3 are guided; 0 and 1 plain
+        assert all(torch.equal(d, torch.zeros_like(d)) for d in ds[:2])
+        assert all(d.abs().sum() > 0 for d in guided)
+        flat = [(d - d.mean(dim=(-2, -1), keepdim=True)).abs().max() < 1e-2 * d.abs().max() for d in guided]
+        assert all(flat) if mode == "frame-mean" else not any(flat)
+    with pytest.raises(ValueError, match="latent_grad"):
+        AlignConfig(latent_grad="blur")
+
+
 def test_refine_renoises_guided_output_and_reruns_the_last_steps(fake_binder):
     assert AlignConfig(steps=10, refine=0.3).refine_from() == 7
     assert AlignConfig(steps=10).refine_from() is None

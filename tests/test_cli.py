@@ -379,7 +379,7 @@ def test_options_reach_the_align_config() -> None:
          "--window", "0.1", "0.9", "--update", "grad", "--per-clip", "--inner-steps", "3",
          "--prompt-lr", "0", "--cfg", "4", "--negative-prompt", "noisy", "--audio-path", "waveform",
          "--guidance-dtype", "bfloat16", "--mel-grad", "envelope",
-         "--frame-grad", "envelope", "--refine", "0.4"]
+         "--frame-grad", "envelope", "--latent-grad", "frame-mean", "--refine", "0.4"]
     )  # fmt: skip
     cfg = cli.make_config("joint", cli.config_overrides(args))
     assert cfg.lr == {"audio": 0.2, "visual": 0.02}
@@ -394,6 +394,7 @@ def test_options_reach_the_align_config() -> None:
     assert cfg.audio_path == "waveform" and cfg.guidance_dtype == "bfloat16"
     assert cfg.mel_grad == "envelope" and cli.make_config("v2a", {}).mel_grad == "full"
     assert cfg.frame_grad == "envelope" and cli.make_config("a2v", {}).frame_grad == "full"
+    assert cfg.latent_grad == "frame-mean" and cli.make_config("a2v", {}).latent_grad == "full"
     assert cli.make_config("v2a", {}).guidance_dtype is None
     assert cfg.refine == 0.4 and cli.make_config("joint", {}).refine == 0.0
     default = cli.make_config("a2v", {})

@@ -80,6 +80,10 @@ class AlignConfig:
     envelope is what moves sound events (docs/world.md).
     ``frame_grad``: the same for video frames: ``"envelope"`` passes only the per-frame,
     per-channel mean over pixels of the gradient (brightness over time).
+    ``latent_grad``: ``"frame-mean"`` replaces the gradient on video latents (B, C, F, H, W)
+    by its mean over each frame's latent pixels, per channel: guidance then shifts whole
+    latent frames (brightness, colour over time) and leaves their spatial layout, the
+    shapes the prompt made, to the generator. Audio and image latents are not touched.
     ``refine``: after a guided loop, bring the output back to the noise level of step
     ``round((1 - refine) * steps)`` with fresh noise and denoise it again without the
     binder (SDEdit, Meng et al. 2022): the generator re-synthesises the fine detail that
@@ -111,6 +115,7 @@ class AlignConfig:
     audio_path: Literal["mel", "waveform"] = "mel"
     mel_grad: Literal["full", "envelope"] = "full"
     frame_grad: Literal["full", "envelope"] = "full"
+    latent_grad: Literal["full", "frame-mean"] = "full"
     guidance_dtype: Literal["bfloat16", "float16"] | None = None
     refine: PerModality = 0.0
 
@@ -134,6 +139,8 @@ class AlignConfig:
             raise ValueError(f"mel_grad must be 'full' or 'envelope', got {self.mel_grad!r}")
         if self.frame_grad not in ("full", "envelope"):
             raise ValueError(f"frame_grad must be 'full' or 'envelope', got {self.frame_grad!r}")
+        if self.latent_grad not in ("full", "frame-mean"):
+            raise ValueError(f"latent_grad must be 'full' or 'frame-mean', got {self.latent_grad!r}")
         if self.update not in UPDATES:
             raise ValueError(f"update must be one of {', '.join(UPDATES)}, got {self.update!r}")
         values = self.refine.values() if isinstance(self.refine, Mapping) else [self.refine]
@@ -547,6 +554,10 @@ def _guided_step(
         with _autocast(states[0].z.device, config.guidance_dtype):
             out: LossOutput = loss_fn(embs, generated=[st.stream.key for st in states])
         out.total.sum().backward()
+        if config.latent_grad == "frame-mean":
+            for st in states:
+                if st.stream.generator.modality == "video" and st.z.dim() == 5 and st.z.grad is not None:
+                    st.z.grad = st.z.grad.mean(dim=(-2, -1), keepdim=True).expand_as(st.z).contiguous()
         if config.update == "norm-grad":
             _normalise_grads(groups)
         opt.step()

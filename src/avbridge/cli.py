@@ -261,6 +261,12 @@ def _add_sampling_options(p: argparse.ArgumentParser, *, takes_prompt: bool = Tr
         "only each frame's mean per channel (brightness over time) (default: the task's)",
     )
     a.add_argument(
+        "--latent-grad",
+        choices=("full", "frame-mean"),
+        help="what of the gradient moves video latents: 'full', or 'frame-mean' = its mean over each "
+        "latent frame per channel (whole-frame shifts that leave the layout alone) (default: the task's)",
+    )
+    a.add_argument(
         "--refine",
         type=per_modality,
         metavar="FRACTION",
@@ -440,6 +446,7 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "audio_path": "audio_path",
         "mel_grad": "mel_grad",
         "frame_grad": "frame_grad",
+        "latent_grad": "latent_grad",
         "guidance_dtype": "guidance_dtype",
         "refine": "refine",
     }
