@@ -8,8 +8,11 @@ scheduler; they make loop-logic tests run in milliseconds. The fixtures named
 
 from __future__ import annotations
 
+import importlib.util
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -19,6 +22,16 @@ from diffusers import DDIMScheduler
 from avbridge.binders.base import ClipSpec, Embedding
 from avbridge.binders.preprocess import sample_video_clips
 from avbridge.generators.base import MediaSpec, PromptCond
+
+
+def load_script(name: str) -> ModuleType:
+    """Import ``scripts/<name>.py`` (the scripts are not a package) for testing its functions."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def _text_features(texts: Sequence[str], dim: int = 32) -> torch.Tensor:

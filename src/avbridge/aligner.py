@@ -306,7 +306,8 @@ def envelope_projection(grad: torch.Tensor, sigma_frames: float = 1.0) -> torch.
 
 def frame_envelope_projection(grad: torch.Tensor) -> torch.Tensor:
     """Keep the brightness-over-time part of a (B, T, C, H, W) frame gradient: its mean over
-    the pixels of each frame and channel."""
+    the pixels of each frame and channel (any layout whose last two dims are pixels, e.g.
+    video latents (B, C, F, H, W) for ``latent_grad="frame-mean"``)."""
     return grad.mean(dim=(-2, -1), keepdim=True).expand_as(grad).contiguous()
 
 
@@ -557,7 +558,7 @@ def _guided_step(
         if config.latent_grad == "frame-mean":
             for st in states:
                 if st.stream.generator.modality == "video" and st.z.dim() == 5 and st.z.grad is not None:
-                    st.z.grad = st.z.grad.mean(dim=(-2, -1), keepdim=True).expand_as(st.z).contiguous()
+                    st.z.grad = frame_envelope_projection(st.z.grad)
         if config.update == "norm-grad":
             _normalise_grads(groups)
         opt.step()

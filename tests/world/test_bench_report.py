@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "world_bench_report.py"
+from conftest import load_script
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("world_bench_report", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("world_bench_report")
 
 
 def _row(variant: str, seed: int, events: list[float], truth: list[float], sync: float) -> dict:

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "tune_world_guidance.py"
+from conftest import load_script
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("tune_world_guidance", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("tune_world_guidance")
 
 
 def _row(name: str, sync: float, cls: float) -> dict:
