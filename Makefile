@@ -16,7 +16,7 @@ demo: install
 	$(BIN)/avbridge demo --out out/demo
 
 test: install
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks training scripts
 	$(BIN)/python -m pytest -q -x --durations=15
 
 .PHONY: install demo test

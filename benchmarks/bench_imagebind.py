@@ -27,8 +27,8 @@ def _peak_rss_gib() -> float:
 def run_case(case: str, preset: str, repeats: int, checkpointing: bool) -> dict:
     import torch
 
-    from avbridge.binders.base import ClipSpec
-    from avbridge.binders.imagebind import ImageBindBinder
+    from avbridge.models.binders.base import ClipSpec
+    from avbridge.models.binders.imagebind import ImageBindBinder
 
     t0 = time.perf_counter()
     binder = ImageBindBinder.from_preset(preset, seed=0, clips=ClipSpec(duration_s=1.0, count=None))

@@ -28,8 +28,10 @@ import time
 
 import torch
 
-from avbridge.aligner import AlignConfig, Condition, Stream, _guided_step, _State, embed_media
-from avbridge.losses import AlignLoss
+from avbridge.align import AlignConfig, Condition, Stream, embed_media
+from avbridge.align import extensions as ext
+from avbridge.align.loop import _guided_step, _State
+from avbridge.align.losses import AlignLoss
 
 
 def _sync(device: torch.device) -> None:
@@ -131,7 +133,7 @@ def bench_case(
     def guided_with(c: AlignConfig):
         def guided() -> None:
             st = _State(stream, z.clone(), pc, ts)
-            _guided_step([st], i, dict(fixed), loss_fn, c, embed, binder)
+            _guided_step([st], i, dict(fixed), loss_fn, c, embed, binder, ext.from_config(c))
 
         return guided
 
@@ -180,7 +182,7 @@ def main() -> None:
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
 
-    from avbridge.binders.imagebind import ImageBindBinder
+    from avbridge.models.binders.imagebind import ImageBindBinder
 
     t0 = time.perf_counter()
     binder = ImageBindBinder.from_preset("huge").to(device=device, dtype=dtype)
@@ -188,7 +190,7 @@ def main() -> None:
     print(f"ImageBind-huge built in {time.perf_counter() - t0:.1f}s", flush=True)
     results = {}
     if "audio" in cases:
-        from avbridge.generators.audioldm import AudioLDMGenerator
+        from avbridge.models.generators.audioldm import AudioLDMGenerator
 
         t0 = time.perf_counter()
         gen = AudioLDMGenerator.build("m-full", device="cpu").to(device=device, dtype=dtype)
@@ -198,7 +200,7 @@ def main() -> None:
         gc.collect()
     video_cases = [c for c in cases if c.startswith("video")]
     if video_cases:
-        from avbridge.generators.animatediff import AnimateDiffGenerator
+        from avbridge.models.generators.animatediff import AnimateDiffGenerator
 
         t0 = time.perf_counter()
         gen = AnimateDiffGenerator.build("sd15-v152", device="cpu").to(device=device, dtype=dtype)

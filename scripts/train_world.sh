@@ -10,7 +10,7 @@ set -euo pipefail
 CLIPS=${1:-600}
 SCALE=${2:-1}
 PY=${PYTHON:-python}
-T="$PY -m avbridge.world.train"
+T="$PY -m training.world.train"
 m() { awk -v a="$1" -v s="$SCALE" 'BEGIN { printf "%.2f", a * s }'; }
 COMMON="--clips $CLIPS --steps 1000000"
 
@@ -29,7 +29,7 @@ else
     $T "$s" $COMMON --minutes "$(m 12)"
   done
 fi
-if $PY -c "import avbridge.world.train_binder" 2>/dev/null; then
+if $PY -c "import training.world.train_binder" 2>/dev/null; then
   $T binder $COMMON --minutes "$(m 5.0)"
   $T binder-align $COMMON --minutes "$(m 5.0)"
   $T binder-align-av $COMMON --minutes "$(m 5.0)"

@@ -71,7 +71,7 @@ def pick_best(guided: list[dict], vanilla: dict | None, rule: str, task: str) ->
 
 def main(argv: list[str] | None = None) -> int:
     from avbridge.errors import AvbridgeError
-    from avbridge.registry import TASK_NEEDS, load_components, world_models_dir
+    from avbridge.models.loading import TASK_NEEDS, load_components, world_models_dir
     from avbridge.world.bench import parse_overrides, run_bench
     from avbridge.world.evalmodels import EvalModels
 

@@ -16,12 +16,12 @@ import math
 
 import torch
 import torch.nn.functional as F
+from training.world.train_data import load_clips
 
-from avbridge.generators.audioldm import log_mel_features, mel_spectrogram
-from avbridge.generators.base import SpectrogramFeatures
-from avbridge.registry import load_binder
+from avbridge.models.generators.audioldm import log_mel_features, mel_spectrogram
+from avbridge.models.generators.base import SpectrogramFeatures
+from avbridge.models.loading import load_binder
 from avbridge.world.scene import WORLD
-from avbridge.world.train_data import load_clips
 
 
 def mel_features(audio: torch.Tensor) -> SpectrogramFeatures:

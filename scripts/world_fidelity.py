@@ -35,9 +35,10 @@ import numpy as np
 import torch
 
 from avbridge import tasks as T
-from avbridge.aligner import AlignConfig
-from avbridge.generators.animatediff import AnimateDiffGenerator
-from avbridge.generators.audioldm import (
+from avbridge.align import AlignConfig
+from avbridge.io.media import Audio, Video
+from avbridge.models.generators.animatediff import AnimateDiffGenerator
+from avbridge.models.generators.audioldm import (
     MEL_HOP,
     MEL_N_FFT,
     MEL_WIN_LENGTH,
@@ -45,8 +46,7 @@ from avbridge.generators.audioldm import (
     mel_filterbank,
     mel_spectrogram,
 )
-from avbridge.media import Audio, Video
-from avbridge.registry import load_binder, world_format, world_models_dir
+from avbridge.models.loading import load_binder, world_format, world_models_dir
 from avbridge.world.evalmodels import EvalModels
 from avbridge.world.scene import CLASSES, render_clip, split_seeds
 

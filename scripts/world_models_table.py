@@ -2,7 +2,7 @@
 
     python scripts/world_models_table.py [src/avbridge/world/models]
 
-Reads ``training.json`` (written by ``python -m avbridge.world.train``) and the folder
+Reads ``training.json`` (written by ``python -m training.world.train``) and the folder
 sizes, for docs/world-models.md.
 """
 

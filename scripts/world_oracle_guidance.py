@@ -26,10 +26,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from avbridge.binders.base import ClipSpec, Embedding
-from avbridge.generators.audioldm import mel_spectrogram
-from avbridge.generators.base import SpectrogramFeatures
-from avbridge.registry import load_components
+from avbridge.models.binders.base import ClipSpec, Embedding
+from avbridge.models.generators.audioldm import mel_spectrogram
+from avbridge.models.generators.base import SpectrogramFeatures
+from avbridge.models.loading import load_components
 from avbridge.tasks import a2v, default_config, v2a
 from avbridge.world.bench import parse_overrides
 from avbridge.world.events import audio_onsets, event_f1, video_events
@@ -100,7 +100,7 @@ class OracleBinder:
 
 
 def _features(waveform: torch.Tensor) -> SpectrogramFeatures:
-    from avbridge.generators.audioldm import log_mel_features
+    from avbridge.models.generators.audioldm import log_mel_features
 
     mel = mel_spectrogram(waveform)[:, 0]
     return log_mel_features(mel, 16000, waveform.shape[-1])

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from avbridge.generators.animatediff import AnimateDiffGenerator
-from avbridge.generators.audioldm import AudioLDMGenerator, mel_spectrogram
-from avbridge.generators.base import MediaSpec
+from avbridge.models.generators.animatediff import AnimateDiffGenerator
+from avbridge.models.generators.audioldm import AudioLDMGenerator, mel_spectrogram
+from avbridge.models.generators.base import MediaSpec
 
 CAPTIONS = ["a large red ball bouncing", "a small blue bell ringing", "a large green drum being struck",
             "a small red bird chirping"]

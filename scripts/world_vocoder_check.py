@@ -17,12 +17,12 @@ import torch
 
 
 def main(argv: list[str] | None = None) -> int:
+    from training.world.train import _mels
+    from training.world.train_data import load_clips, mel_spectrogram
     from transformers import SpeechT5HifiGan
 
-    from avbridge.registry import world_models_dir
+    from avbridge.models.loading import world_models_dir
     from avbridge.world.scene import CLASSES
-    from avbridge.world.train import _mels
-    from avbridge.world.train_data import load_clips, mel_spectrogram
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--vocoder", type=Path, default=world_models_dir() / "audioldm" / "vocoder")

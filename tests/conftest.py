@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler
 
-from avbridge.binders.base import ClipSpec, Embedding
-from avbridge.binders.preprocess import sample_video_clips
-from avbridge.generators.base import MediaSpec, PromptCond
+from avbridge.models.binders.base import ClipSpec, Embedding
+from avbridge.models.binders.preprocess import sample_video_clips
+from avbridge.models.generators.base import MediaSpec, PromptCond
 
 
 def load_script(name: str) -> ModuleType:
@@ -209,9 +209,9 @@ def tiny_components():
     """The project's real tiny components (ImageBind tiny, AudioLDM tiny, AnimateDiff tiny
     in video and image mode), built once per session; skipped where one is missing."""
     try:
-        from avbridge.binders.imagebind import ImageBindBinder
-        from avbridge.generators.animatediff import AnimateDiffGenerator
-        from avbridge.generators.audioldm import AudioLDMGenerator
+        from avbridge.models.binders.imagebind import ImageBindBinder
+        from avbridge.models.generators.animatediff import AnimateDiffGenerator
+        from avbridge.models.generators.audioldm import AudioLDMGenerator
     except ImportError as exc:  # pragma: no cover - only while a component is being built
         pytest.skip(f"tiny components not available: {exc}")
     from avbridge.tasks import Components

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from avbridge.aligner import AlignConfig
-from avbridge.captioners import BinderZeroShotCaptioner
+from avbridge.align import AlignConfig
 from avbridge.errors import AvbridgeError
-from avbridge.media import Audio, Image, Video
+from avbridge.io.media import Audio, Image, Video
+from avbridge.models.captioners import BinderZeroShotCaptioner
 from avbridge.tasks import Components, a2i, a2v, default_config, i2a, joint, v2a
 from conftest import FakeBinder, FakeGenerator
 

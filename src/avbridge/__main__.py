@@ -2,6 +2,6 @@
 
 import sys
 
-from avbridge.cli import main
+from avbridge.apps.cli import main
 
 sys.exit(main())

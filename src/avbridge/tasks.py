@@ -1,6 +1,6 @@
 """The five tasks as thin compositions of generators, a binder, captioners and the aligner.
 
-Each task takes and returns numpy media containers (``avbridge.media``) and writes
+Each task takes and returns numpy media containers (``avbridge.io.media``) and writes
 nothing. ``guided=False`` is the vanilla baseline of the paper: the same models, seed
 and prompt, no aligner. The prompt is the user's if given, else the captioner's caption
 of the condition (else empty), and it is the same for guided and vanilla runs.
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from avbridge.aligner import AlignConfig, AlignTrace, Condition, ProgressFn, align, align_joint
-from avbridge.binders.base import Binder
-from avbridge.captioners import Captioner
-from avbridge.convert import (
+from avbridge.align import AlignConfig, AlignTrace, Condition, ProgressFn, align, align_joint
+from avbridge.align.losses import LossWeights
+from avbridge.errors import AvbridgeError
+from avbridge.io.convert import (
     audio_to_tensor,
     image_to_tensor,
     tensor_to_audio,
@@ -21,15 +21,15 @@ from avbridge.convert import (
     tensor_to_video,
     video_to_tensor,
 )
-from avbridge.errors import AvbridgeError
-from avbridge.generators.base import Generator, MediaSpec
-from avbridge.losses import LossWeights
-from avbridge.media import Audio, Image, Video, mux_audio
+from avbridge.io.media import Audio, Image, Video, mux_audio
+from avbridge.models.binders.base import Binder
+from avbridge.models.captioners import Captioner
+from avbridge.models.generators.base import Generator, MediaSpec
 
 
 @dataclass
 class Components:
-    """Everything the tasks need; ``avbridge.registry.load_components`` builds it.
+    """Everything the tasks need; ``avbridge.models.loading.load_components`` builds it.
 
     ``visual_captioner`` captions videos/images (vanilla V2A/I2A prompts);
     ``audio_captioner`` captions audio (vanilla A2V/A2I prompts).
@@ -68,7 +68,7 @@ def default_config(task: str, preset: str | None = None, steps: int | None = Non
     if steps is not None:
         base = replace(base, steps=steps)
     if preset == "world":
-        from avbridge.registry import world_guidance
+        from avbridge.models.loading import world_guidance
 
         fields = world_guidance(steps=base.steps).get(task, {})
         if fields:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from avbridge.binders.base import ClipSpec, Embedding
+from avbridge.models.binders.base import ClipSpec, Embedding
 
 
 class FixedBinder:

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from avbridge.binders.base import Binder
 from avbridge.eval import binder_scores as bs
 from avbridge.eval.extractors import BinderExtractor, FeatureExtractor, embed_media
-from avbridge.media import Audio, Image, Video
+from avbridge.io.media import Audio, Image, Video
+from avbridge.models.binders.base import Binder
 
 from .eval_fakes import FixedBinder
 
@@ -39,7 +39,7 @@ def test_scores_by_hand_with_fake_binder():
 
 
 def test_scores_with_tiny_imagebind_match_direct_embeddings():
-    from avbridge.binders.imagebind import ImageBindBinder
+    from avbridge.models.binders.imagebind import ImageBindBinder
 
     binder = ImageBindBinder.from_preset("tiny", seed=0)
     video, audio = _media(1)

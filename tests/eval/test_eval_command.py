@@ -12,13 +12,13 @@ import pytest
 pytest.importorskip("librosa")
 pytest.importorskip("cv2")
 
-from avbridge.binders.imagebind import ImageBindBinder  # noqa: E402
 from avbridge.errors import AvbridgeError, MediaError  # noqa: E402
 from avbridge.eval import add_parser, panns  # noqa: E402
 from avbridge.eval.cli import load_items, run_eval  # noqa: E402
 from avbridge.eval.extractors import BinderExtractor  # noqa: E402
 from avbridge.eval.pipeline import EvalItem, FeatureCache, extract_stage, load_manifest  # noqa: E402
-from avbridge.media import Audio, Video, write_audio, write_video  # noqa: E402
+from avbridge.io.media import Audio, Video, write_audio, write_video  # noqa: E402
+from avbridge.models.binders.imagebind import ImageBindBinder  # noqa: E402
 
 from .eval_fakes import FixedBinder, tiny_panns_extractor  # noqa: E402
 

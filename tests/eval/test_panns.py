@@ -11,7 +11,7 @@ import torch
 
 from avbridge.errors import CheckpointError, MediaError
 from avbridge.eval import panns
-from avbridge.media import Audio
+from avbridge.io.media import Audio
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "eval.md"
 

@@ -18,7 +18,7 @@ from avbridge.eval.world_extractors import (
     weights_version,
     world_extractors,
 )
-from avbridge.media import write_video
+from avbridge.io.media import write_video
 from avbridge.world.evalmodels import HEADS, WEIGHTS_DIR, EvalModels
 from avbridge.world.scene import render_clip
 

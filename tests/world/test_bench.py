@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from avbridge.errors import AvbridgeError
-from avbridge.media import Audio
+from avbridge.io.media import Audio
 from avbridge.world.bench import bootstrap_ci, format_table, score_output
 from avbridge.world.evalmodels import WEIGHTS_DIR, EvalModels, Prediction
 from avbridge.world.scene import render_clip, split_seeds
@@ -58,7 +58,7 @@ def test_score_output_uses_truth_and_detectors():
 
 
 def _world_ready() -> bool:
-    from avbridge.demo import world_models_available
+    from avbridge.apps.demo import world_models_available
 
     return world_models_available() and EvalModels.available()
 
@@ -69,7 +69,7 @@ def ci_bench() -> dict:
     guided means the shipped default for the world models (``guidance.json``)."""
     if not _world_ready():
         pytest.skip("world models or evaluation classifiers not shipped yet")
-    from avbridge.registry import load_components
+    from avbridge.models.loading import load_components
     from avbridge.tasks import default_config
     from avbridge.world.bench import run_bench
 
@@ -110,8 +110,8 @@ def test_parse_overrides_types_and_errors():
                            "window=0:0.5", "weights.at=2", "weights.av=0.5"])
     assert got == {"update": "norm-grad", "lr": 0.3, "inner_steps": 3, "recompute_eps": True,
                    "window": (0.0, 0.5), "weights": {"at": 2.0, "av": 0.5}}
-    from avbridge.aligner import AlignConfig
-    from avbridge.losses import LossWeights
+    from avbridge.align import AlignConfig
+    from avbridge.align.losses import LossWeights
 
     assert AlignConfig(**got).weights == LossWeights(av=0.5, vt=1.0, at=2.0)
     cases = ((["lr=x"], "not a float"), (["nope=1"], "FIELD one of"), (["update=sgd"], "update"),
@@ -128,7 +128,7 @@ def test_parse_overrides_types_and_errors():
 def test_bench_command_on_validation_clips_with_a_setting(tmp_path, capsys):
     if not _world_ready():
         pytest.skip("world models or evaluation classifiers not shipped yet")
-    from avbridge.registry import world_models_dir
+    from avbridge.models.loading import world_models_dir
     from avbridge.world import main
 
     binder = tmp_path / "other-binder"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from avbridge.media import Audio
+from avbridge.io.media import Audio
 from avbridge.world.events import audio_onsets, event_f1, match_events, video_events
 from avbridge.world.scene import render_clip, split_seeds
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from avbridge.generators.base import MediaSpec
+from avbridge.models.generators.base import MediaSpec
 
 MODELS = Path(__file__).resolve().parents[2] / "src" / "avbridge" / "world" / "models"
 
@@ -30,7 +30,7 @@ def test_weights_are_safetensors_within_budget() -> None:
 
 
 def test_audioldm_loads_and_generates_shapes() -> None:
-    from avbridge.generators.audioldm import AudioLDMGenerator
+    from avbridge.models.generators.audioldm import AudioLDMGenerator
 
     gen = AudioLDMGenerator.from_pretrained(_need("audioldm"))
     spec = MediaSpec(duration_s=1.0)
@@ -46,7 +46,7 @@ def test_audioldm_loads_and_generates_shapes() -> None:
 
 
 def test_animatediff_loads_and_generates_shapes() -> None:
-    from avbridge.generators.animatediff import AnimateDiffGenerator
+    from avbridge.models.generators.animatediff import AnimateDiffGenerator
 
     gen = AnimateDiffGenerator.from_pretrained(_need("animatediff"))
     spec = MediaSpec(duration_s=1.0, fps=8, height=32, width=32)
@@ -63,7 +63,7 @@ def test_animatediff_loads_and_generates_shapes() -> None:
 
 
 def test_binder_loads_and_embeds_per_window() -> None:
-    from avbridge.binders.imagebind import ImageBindBinder
+    from avbridge.models.binders.imagebind import ImageBindBinder
 
     binder = ImageBindBinder.from_pretrained(_need("binder"), trainable=False)
     assert binder.clips.duration_s == 0.5 and binder.clips.frames_per_clip == 4
@@ -80,7 +80,7 @@ def test_binder_loads_and_embeds_per_window() -> None:
 
 def _real_mel(gen, clip) -> torch.Tensor:
     """A clip's log-mel (1, 1, T, 64), T cut to a multiple of the VAE's factor."""
-    from avbridge.generators.audioldm import mel_spectrogram
+    from avbridge.models.generators.audioldm import mel_spectrogram
 
     mel = mel_spectrogram(torch.from_numpy(clip.audio.samples).float()[None])
     mel = mel[:, None] if mel.dim() == 3 else mel
@@ -93,7 +93,7 @@ def test_audio_samples_are_centred_like_real_latents() -> None:
     UNet's units (docs/world.md, "The latent mean"). The first audio UNet sampled zero-mean
     latents while the VAE's latents sit up to 2 sd off zero; decoded, that is a loud
     textured background heard as drum or hammer."""
-    from avbridge.generators.audioldm import AudioLDMGenerator
+    from avbridge.models.generators.audioldm import AudioLDMGenerator
     from avbridge.world.scene import render_clip, split_seeds
 
     gen = AudioLDMGenerator.from_pretrained(_need("audioldm"))
@@ -119,7 +119,7 @@ def test_audio_samples_are_centred_like_real_latents() -> None:
 def test_animatediff_folder_carries_the_world_format() -> None:
     """Loaded by path (``--video-model DIR``), the shipped folder is 32x32 at 8 fps, not the
     adapter's SD fallback of 512x512 (model_index.json's ``avbridge_defaults``)."""
-    from avbridge.generators.animatediff import AnimateDiffGenerator
+    from avbridge.models.generators.animatediff import AnimateDiffGenerator
     from avbridge.world.scene import WORLD
 
     gen = AnimateDiffGenerator.from_pretrained(_need("animatediff"))
@@ -128,8 +128,8 @@ def test_animatediff_folder_carries_the_world_format() -> None:
 
 
 def _video_class_hits(models: Path, modality: str = "video") -> int:
-    from avbridge.generators.animatediff import AnimateDiffGenerator
-    from avbridge.media import Image, Video
+    from avbridge.io.media import Image, Video
+    from avbridge.models.generators.animatediff import AnimateDiffGenerator
     from avbridge.world.evalmodels import EvalModels
     from avbridge.world.scene import CLASSES
 
@@ -159,8 +159,8 @@ def test_video_samples_show_the_class_asked_for() -> None:
 
 
 def _vocoded_birds_heard_as_birds(models: Path, n: int = 3) -> int:
-    from avbridge.generators.audioldm import AudioLDMGenerator
-    from avbridge.media import Audio
+    from avbridge.io.media import Audio
+    from avbridge.models.generators.audioldm import AudioLDMGenerator
     from avbridge.world.evalmodels import EvalModels
     from avbridge.world.scene import render_clip, split_seeds
 
@@ -199,8 +199,8 @@ def test_shipped_captioner_reads_stills_and_audio_better_than_zero_shot() -> Non
     """The probe captioner (the world's default) against zero-shot text matching with the
     same binder, on validation clips never used to fit it: I2A stills and A2V/A2I audio are
     where zero-shot misses (its prompt then sinks vanilla and guided alike)."""
-    from avbridge.binders.imagebind import ImageBindBinder
-    from avbridge.captioners import BinderZeroShotCaptioner, ProbeCaptioner
+    from avbridge.models.binders.imagebind import ImageBindBinder
+    from avbridge.models.captioners import BinderZeroShotCaptioner, ProbeCaptioner
     from avbridge.world.scene import CLASSES, render_clip, split_seeds
 
     binder = ImageBindBinder.from_pretrained(_need("binder"), trainable=False)

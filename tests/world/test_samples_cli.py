@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avbridge.media import read_video
+from avbridge.io.media import read_video
 from avbridge.world import add_parser, main
 from avbridge.world.events import audio_onsets, event_f1
 from avbridge.world.scene import render_clip

@@ -4,7 +4,7 @@ The paper's *-align_bind scores are cosine similarities, in a binder's embedding
 space (ImageBind in the paper), between the video (or image), audio and text of one
 sample. The IB-score used by later V2A work is 100 x the cosine between the
 condition and the generated output. All work with any
-:class:`~avbridge.binders.base.Binder`: if that binder also guided generation,
+:class:`~avbridge.models.binders.base.Binder`: if that binder also guided generation,
 these scores are not independent (the report says so).
 """
 
@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from avbridge.binders.base import Binder
 from avbridge.eval.extractors import embed_media
-from avbridge.media import Video
+from avbridge.io.media import Video
+from avbridge.models.binders.base import Binder
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -63,7 +63,7 @@ def binder_scores(
 ) -> dict[str, float]:
     """Embed the given media with ``binder`` and return the align_bind scores (and IB-score).
 
-    ``video`` / ``audio`` / ``image`` are ``avbridge.media`` containers; a video with a
+    ``video`` / ``audio`` / ``image`` are ``avbridge.io.media`` containers; a video with a
     soundtrack supplies the audio when ``audio`` is not given. ``condition`` names which
     of "video", "image", "audio", "text" was the condition: the IB-score is then
     100 x cos(condition, the generated other modality).

@@ -65,7 +65,7 @@ def run_eval(
 
 def binder_from_spec(spec: str) -> Any:
     """``preset:NAME[:SEED]`` (random weights, for smoke tests), a saved folder, or an official checkpoint."""
-    from avbridge.binders.imagebind import ImageBindBinder
+    from avbridge.models.binders.imagebind import ImageBindBinder
 
     if spec.startswith("preset:"):
         parts = spec.split(":")

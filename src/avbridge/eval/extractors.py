@@ -1,6 +1,6 @@
 """Feature extractors: the protocol, and binders used as extractors.
 
-An extractor turns one media item (``avbridge.media`` Audio / Video / Image, or a
+An extractor turns one media item (``avbridge.io.media`` Audio / Video / Image, or a
 text string) into a feature vector, and optionally class probabilities. Its
 ``name`` and ``version`` are part of the feature-cache key, so a new checkpoint
 (new version) never reuses stale features.
@@ -14,9 +14,9 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from avbridge.binders.base import Binder, Embedding
 from avbridge.errors import AvbridgeError
-from avbridge.media import Audio, Image, Video
+from avbridge.io.media import Audio, Image, Video
+from avbridge.models.binders.base import Binder, Embedding
 
 
 @runtime_checkable
@@ -106,7 +106,7 @@ def embed_media(binder: Binder, media: Any, audio_of_video: bool = False) -> Emb
 
 
 class BinderExtractor:
-    """Any :class:`~avbridge.binders.base.Binder` as an extractor of pooled embeddings.
+    """Any :class:`~avbridge.models.binders.base.Binder` as an extractor of pooled embeddings.
 
     ``extract`` returns ``features`` (pooled, (D,)) and ``clips`` (C, D); for a video
     with sound it also returns ``audio_features`` (the soundtrack's embedding), so that

@@ -316,7 +316,7 @@ class PannsExtractor:
         return cls(model, version=file_sha256(path)[:16])
 
     def _waveform(self, media: Any) -> torch.Tensor:
-        from avbridge.media import Audio, Video, resample
+        from avbridge.io.media import Audio, Video, resample
 
         audio = media.audio if isinstance(media, Video) else media
         if not isinstance(audio, Audio):

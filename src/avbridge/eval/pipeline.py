@@ -241,7 +241,7 @@ _MEDIA_MEMO: dict[tuple[Path, str], Any] = {}
 
 def _read(path: Path, digest: str) -> Any:
     """Decode a file once per stage run (several extractors read the same file)."""
-    from avbridge.media import read_media
+    from avbridge.io.media import read_media
 
     key = (path.resolve(), digest)
     if key not in _MEDIA_MEMO:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from avbridge.errors import AvbridgeError, MediaError
-from avbridge.media import Audio, Image, Video
+from avbridge.io.media import Audio, Image, Video
 
 #: bump when the outputs' layout changes (part of the cache version)
 LAYOUT = "v1"

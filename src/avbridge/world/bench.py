@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from avbridge.errors import AvbridgeError
-from avbridge.media import Audio, Image, Video
+from avbridge.io.media import Audio, Image, Video
 from avbridge.world.events import audio_onsets, event_f1, video_events
 from avbridge.world.scene import WORLD, WorldClip, render_clip, split_seeds
 
@@ -203,7 +203,7 @@ def run_bench(
     if split not in ("val", "test"):
         raise AvbridgeError(f"split must be 'val' or 'test', got {split!r}")
     if components is None:
-        from avbridge.registry import TASK_NEEDS, load_components
+        from avbridge.models.loading import TASK_NEEDS, load_components
 
         need = sorted({g for t in tasks for g in TASK_NEEDS[t]})
         components = load_components("world", device=device, need=need, binder=binder,
@@ -299,7 +299,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     start and stop split by a colon) and the loss weights (``weights.at=2``: the named
     terms, the others at 1) can be set; an unknown field or a value of the wrong
     type is an AvbridgeError naming it."""
-    from avbridge.aligner import AlignConfig
+    from avbridge.align import AlignConfig
 
     defaults = AlignConfig()
     names = {f.name for f in fields(AlignConfig)}

@@ -13,7 +13,7 @@ from avbridge.errors import AvbridgeError
 
 def write_clip(clip: Any, out_dir: Path, name: str | None = None) -> tuple[Path, Path]:
     """Write one world clip as ``NAME.mp4`` (H.264 + AAC) and ``NAME.json`` (ground truth)."""
-    from avbridge.media import write_video
+    from avbridge.io.media import write_video
 
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = name or f"world-{clip.truth['seed']}"

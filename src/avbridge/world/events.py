@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from avbridge.media import Audio, Video
+from avbridge.io.media import Audio, Video
 
 #: Shortest gap between two detected events (the world keeps true events >= 0.5 s apart).
 MIN_GAP_S = 0.35

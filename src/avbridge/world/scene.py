@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 
 from avbridge.errors import AvbridgeError
-from avbridge.media import Audio, Image, Video
+from avbridge.io.media import Audio, Image, Video
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from avbridge.errors import CheckpointError
-from avbridge.media import Audio, Image, Video, resample
+from avbridge.io.media import Audio, Image, Video, resample
 from avbridge.world.scene import CLASSES, COLOURS, SIZES, WORLD
 
 HEADS: dict[str, tuple[str, ...]] = {"class": CLASSES, "colour": COLOURS, "size": SIZES}

@@ -1,0 +1,113 @@
+"""What the binder sees of a latent: differentiable decode and embedding of ``z0``.
+
+Two cost-saving paths live here (docs/method.md): video decodes only the frames the
+binder's clips sample (``frame_subset``), and audio reaches the binder as the decoded
+log-mel, without the vocoder (``audio_path="mel"``). Extensions may filter the
+gradient that flows back through the decoded features or frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from avbridge.align.config import AlignConfig
+from avbridge.models.binders.base import Binder, Embedding
+from avbridge.models.binders.preprocess import video_clip_indices
+from avbridge.models.generators.base import Generator, MediaSpec
+
+EmbedFn = Callable[[str, Any, float | None], Embedding]
+
+
+def embed_media(binder: Binder, modality: str, data: Any, rate: float | None) -> Embedding:
+    """Embed a media tensor (or, for ``"audio-features"``, SpectrogramFeatures) with the
+    binder method that matches its modality."""
+    if modality == "audio":
+        if rate is None:
+            raise ValueError("audio needs a sample rate")
+        return binder.embed_audio(data, int(rate))
+    if modality == "video":
+        if rate is None:
+            raise ValueError("video needs a frame rate")
+        return binder.embed_video(data, float(rate))
+    if modality == "image":
+        return binder.embed_image(data)
+    if modality == "audio-features":  # SpectrogramFeatures, the vocoder-free path
+        return binder.embed_audio_features(data)  # type: ignore[attr-defined]
+    raise ValueError(f"unknown modality {modality!r}")
+
+
+def media_rate(generator: Generator, spec: MediaSpec) -> float | None:
+    """Sample rate (audio) or frame rate (video) of a generator's output; None for images."""
+    if generator.modality == "audio":
+        return generator.sample_rate
+    if generator.modality == "video":
+        return spec.fps
+    return None
+
+
+def binder_frame_indices(binder: Binder, num_frames: int, fps: float) -> list[int]:
+    """Sorted frame indices that the binder's clips sample from a video of ``num_frames``."""
+    rows = video_clip_indices(num_frames, fps, binder.clips)
+    return sorted({i for row in rows for i in row})
+
+
+def decode_for_binder(
+    generator: Generator, spec: MediaSpec, z0: torch.Tensor, binder: Binder, frame_subset: bool
+) -> torch.Tensor:
+    """Differentiable decode of ``z0`` for the binder.
+
+    Video with ``frame_subset``: the binder looks at only ``frames_per_clip`` frames per
+    clip, so only those latent frames are decoded (latents (B, C, F, h, w), per-frame VAE
+    as in AnimateDiff); every other frame is filled with the nearest decoded one, so the
+    binder receives exactly the decoded frames it samples.
+    """
+    if not (frame_subset and generator.modality == "video" and z0.dim() == 5 and spec.fps):
+        return generator.decode(z0, spec)
+    total = z0.shape[2]
+    idx = binder_frame_indices(binder, total, float(spec.fps))
+    if len(idx) >= total:
+        return generator.decode(z0, spec)
+    part = generator.decode(z0[:, :, idx], spec)  # (B, len(idx), 3, H, W)
+    pos = torch.tensor(idx, dtype=torch.float32)
+    nearest = (torch.arange(total, dtype=torch.float32)[:, None] - pos[None]).abs().argmin(dim=1)
+    return part[:, nearest.to(part.device)]
+
+
+def uses_mel_path(generator: Generator, binder: Binder, config: AlignConfig) -> bool:
+    """Whether guidance embeds this audio generator's log-mel directly (``audio_path``)."""
+    return (
+        config.audio_path == "mel"
+        and generator.modality == "audio"
+        and callable(getattr(generator, "decode_features", None))
+        and callable(getattr(binder, "embed_audio_features", None))
+    )
+
+
+def embed_prediction(
+    generator: Generator,
+    spec: MediaSpec,
+    z0: torch.Tensor,
+    binder: Binder,
+    config: AlignConfig,
+    embed: EmbedFn,
+    filters: Sequence[Any] = (),
+) -> Embedding:
+    """Differentiable decode + embedding of ``z0`` inside the loop (mel or media path).
+
+    ``filters`` are extensions with ``filter_features(features)`` / ``filter_media(modality,
+    media)`` hooks that change the gradient flowing back into the decoded output.
+    """
+    if uses_mel_path(generator, binder, config):
+        feats = generator.decode_features(z0, spec)  # type: ignore[attr-defined]
+        for f in filters:
+            feats = f.filter_features(feats)
+        accepts = getattr(binder, "accepts_audio_features", None)
+        if accepts is None or accepts(feats):
+            return embed("audio-features", feats, None)
+    media = decode_for_binder(generator, spec, z0, binder, config.frame_subset)
+    for f in filters:
+        media = f.filter_media(generator.modality, media)
+    return embed(generator.modality, media, media_rate(generator, spec))

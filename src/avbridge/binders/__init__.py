@@ -1,5 +1,0 @@
-"""Multimodal embedding models ("binders") that score and steer generation."""
-
-from avbridge.binders.base import Binder, ClipSpec, Embedding
-
-__all__ = ["Binder", "ClipSpec", "Embedding"]

@@ -1,0 +1,340 @@
+"""Pieces shared by the adapters: a stateless DDIM step, CFG, loading helpers, a base mixin."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from diffusers import DDIMScheduler
+from diffusers.utils import logging as diffusers_logging
+
+from avbridge.errors import CheckpointError
+from avbridge.models.generators.base import PromptCond
+from avbridge.models.generators.tokenizers import Flavour, build_word_tokenizer
+
+
+class DDIMMath:
+    """Deterministic (eta = 0) DDIM arithmetic read from a scheduler's config.
+
+    ``timesteps(n)`` asks a private copy of the scheduler for its schedule (so spacing,
+    ``steps_offset`` etc. follow the checkpoint's config) and remembers, for each timestep,
+    the one that follows it. ``step`` is then a pure function of (z, eps, t): no scheduler
+    state is mutated, it can run under ``no_grad`` or with gradients, and two generators can
+    step in lockstep. For "leading" spacing the next timestep is ``t - T // n``, exactly as
+    ``DDIMScheduler.step``; for other spacings we use the true next timestep of the schedule.
+    """
+
+    def __init__(self, scheduler: DDIMScheduler):
+        self.scheduler = scheduler
+        self.alphas_cumprod = scheduler.alphas_cumprod.detach().to(torch.float64).clone()
+        cfg = scheduler.config
+        self.final_alpha = 1.0 if cfg.get("set_alpha_to_one", True) else float(self.alphas_cumprod[0])
+        self.prediction_type: str = cfg.get("prediction_type", "epsilon")
+        self._next: dict[int, int] = {}
+
+    def timesteps(self, n: int) -> torch.Tensor:
+        """The descending schedule of ``n`` steps, as ``DDIMScheduler.set_timesteps`` gives it."""
+        if n < 1:
+            raise ValueError(f"number of steps must be >= 1, got {n}")
+        sched = copy.deepcopy(self.scheduler)
+        sched.set_timesteps(n)
+        ts = sched.timesteps.to(torch.long).cpu()
+        self._next = {int(a): int(b) for a, b in zip(ts[:-1], ts[1:], strict=True)}
+        self._next[int(ts[-1])] = -1
+        return ts
+
+    def prev_timestep(self, t: int) -> int:
+        """The timestep after ``t`` in the last schedule (``t - T // 50`` if ``t`` is not in it)."""
+        if t in self._next:
+            return self._next[t]
+        return t - self.scheduler.config.num_train_timesteps // 50
+
+    def abar(self, t: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:
+        """alpha-bar at ``t`` broadcast to ``like`` (batch-first), in ``like``'s dtype/device."""
+        tt = torch.as_tensor(t, dtype=torch.long).cpu().reshape(-1)
+        vals = torch.where(
+            tt >= 0,
+            self.alphas_cumprod[tt.clamp(min=0)],
+            torch.full_like(tt, 0, dtype=torch.float64) + self.final_alpha,
+        )
+        vals = vals.to(device=like.device, dtype=like.dtype)
+        if vals.numel() == 1:
+            vals = vals.reshape(())
+        return vals.reshape(vals.shape + (1,) * (like.dim() - vals.dim())) if vals.dim() else vals
+
+    def model_output_to_eps(self, out: torch.Tensor, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Turn the UNet's output into a noise estimate, whatever the prediction type."""
+        if self.prediction_type == "epsilon":
+            return out
+        a = self.abar(t, z)
+        if self.prediction_type == "v_prediction":
+            return a.sqrt() * out + (1 - a).sqrt() * z
+        if self.prediction_type == "sample":
+            return (z - a.sqrt() * out) / (1 - a).sqrt()
+        raise ValueError(f"unsupported prediction_type {self.prediction_type!r}")
+
+    def x0(self, z: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``(z - sqrt(1 - abar) eps) / sqrt(abar)``."""
+        a = self.abar(t, z)
+        return (z - (1 - a).sqrt() * eps) / a.sqrt()
+
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+        """``sqrt(abar) x0 + sqrt(1 - abar) noise``: a clean latent brought to the noise level of ``t``."""
+        a = self.abar(t, x0)
+        return a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+    def step(self, z: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """One deterministic DDIM step from ``t`` to the next timestep of the schedule."""
+        t_int = int(torch.as_tensor(t).reshape(-1)[0])
+        a_prev = self.abar(self.prev_timestep(t_int), z)
+        x0 = self.x0(z, eps, t)
+        return a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
+
+
+def _channel_stat(vae: Any, name: str, like: torch.Tensor) -> torch.Tensor | None:
+    v = getattr(vae.config, name, None)
+    if v is None:
+        return None
+    return torch.as_tensor(v, dtype=like.dtype, device=like.device).view(1, -1, *[1] * (like.dim() - 2))
+
+
+def vae_to_unet_latents(vae: Any, z: torch.Tensor) -> torch.Tensor:
+    """Raw VAE latents (B, C, ...) -> the UNet's space: ``(z - latents_mean) * scaling_factor
+    / latents_std``, diffusers' convention; the per-channel stats apply only when the VAE's
+    config sets them (the world's audio VAE sets ``latents_mean``; SD and AudioLDM do not)."""
+    mean, std = _channel_stat(vae, "latents_mean", z), _channel_stat(vae, "latents_std", z)
+    z = (z - mean if mean is not None else z) * float(vae.config.scaling_factor)
+    return z / std if std is not None else z
+
+
+def unet_to_vae_latents(vae: Any, z: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`vae_to_unet_latents` (what goes into ``vae.decode``)."""
+    mean, std = _channel_stat(vae, "latents_mean", z), _channel_stat(vae, "latents_std", z)
+    z = (z * std if std is not None else z) / float(vae.config.scaling_factor)
+    return z + mean if mean is not None else z
+
+
+def match_batch(x: torch.Tensor, b: int) -> torch.Tensor:
+    """Repeat a batch-1 conditioning tensor to batch ``b``; anything else must already match."""
+    if x.shape[0] == b:
+        return x
+    if x.shape[0] == 1:
+        return x.expand(b, *x.shape[1:])
+    if b % x.shape[0] == 0:
+        return x.repeat_interleave(b // x.shape[0], dim=0)
+    raise ValueError(f"prompt batch {x.shape[0]} does not match latent batch {b}")
+
+
+def cfg_inputs(
+    cond: PromptCond, b: int, guidance_scale: float
+) -> tuple[torch.Tensor, bool]:
+    """Conditioning for one UNet call: ``[uncond; cond]`` when CFG is on, else ``cond``."""
+    emb = match_batch(cond.embeds, b)
+    use_cfg = guidance_scale != 1.0 and cond.negative is not None
+    if use_cfg:
+        neg = match_batch(cond.negative, b)
+        return torch.cat([neg, emb], dim=0), True
+    return emb, False
+
+
+def timestep_batch(t: torch.Tensor | int, n: int, device: torch.device) -> torch.Tensor:
+    """A (n,) long tensor of the timestep(s) ``t``."""
+    tt = torch.as_tensor(t, device=device).reshape(-1).to(torch.long)
+    return tt.expand(n) if tt.numel() == 1 else tt.repeat(n // tt.numel())
+
+
+def resolve_source(src: str | Path) -> tuple[str, Path | None]:
+    """``(string to pass to from_pretrained, local folder or None for a hub id)``."""
+    p = Path(src).expanduser()
+    if p.exists():
+        if not p.is_dir():
+            raise CheckpointError(p, "expected a model folder, got a file")
+        return str(p), p
+    s = str(src)
+    if s.startswith((".", "/", "~")) or s.count("/") != 1:
+        raise CheckpointError(src, "no such model folder (and not a hub id of the form owner/name)")
+    return s, None
+
+
+def load_part(loader: Any, src: str, local: Path | None, sub: str, **kwargs: Any) -> Any:
+    """``loader.from_pretrained(src, subfolder=sub)`` with clear errors for missing parts."""
+    if local is not None and not (local / sub).is_dir():
+        raise CheckpointError(local / sub, f"missing '{sub}/' folder of the checkpoint")
+    try:
+        return loader.from_pretrained(src, subfolder=sub, **kwargs)
+    except CheckpointError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any loader failure becomes one clear line
+        where = (local / sub) if local is not None else f"{src}/{sub}"
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(where, f"cannot load {sub}: {msg}") from e
+
+
+def freeze(*modules: torch.nn.Module | None) -> None:
+    """Eval mode and no parameter gradients: only latents and prompt embeddings get gradients."""
+    for m in modules:
+        if m is not None:
+            m.eval()
+            m.requires_grad_(False)
+
+
+def boost_vocoder_init(vocoder: torch.nn.Module, generator: torch.Generator, gain: float = 1.0) -> None:
+    """Re-initialise a (tiny, random) HiFi-GAN with fan-in scaled weights.
+
+    The default init (std 0.01) makes a random vocoder output ~1e-6 and its gradients
+    ~1e-14, which makes tiny-model tests meaningless; fan-in scaling keeps activations O(1).
+    """
+    with torch.no_grad():
+        for m in vocoder.modules():
+            if isinstance(m, torch.nn.Conv1d | torch.nn.ConvTranspose1d):
+                w = m.weight
+                if isinstance(m, torch.nn.ConvTranspose1d):
+                    fan_in = max(1, w.shape[0] * w.shape[2] // m.stride[0])
+                else:
+                    fan_in = w.shape[1] * w.shape[2]
+                std = gain * (2.0 / fan_in) ** 0.5
+                w.copy_(torch.randn(w.shape, generator=generator) * std)
+                if m.bias is not None:
+                    m.bias.zero_()
+
+
+@contextlib.contextmanager
+def quiet_diffusers() -> Iterator[None]:
+    """Silence diffusers' info/warning logs (e.g. the dtype notice from ``from_unet2d``)."""
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(level)
+
+
+_A = TypeVar("_A", bound="LatentDiffusionAdapter")
+
+
+class LatentDiffusionAdapter:
+    """What the UNet + VAE + text-encoder adapters have in common (a mixin, not a protocol).
+
+    A subclass sets ``unet``, ``vae``, ``text_encoder``, ``scheduler`` and ``_ddim``
+    (a :class:`DDIMMath`) and lists in ``_movable`` the attribute names of the modules that
+    :meth:`to` moves. The DDIM protocol methods delegate to ``_ddim``.
+    """
+
+    _movable: tuple[str, ...] = ("unet", "vae", "text_encoder")
+    unet: Any
+    vae: Any
+    tokenizer: Any
+    max_text_length: int
+    scheduler: DDIMScheduler
+    _ddim: DDIMMath
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.unet.config.in_channels)
+
+    def to(self: _A, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> _A:
+        """Move all modules (in place) and return self."""
+        with quiet_diffusers():
+            for name in self._movable:
+                m = getattr(self, name)
+                if device is not None:
+                    m.to(device)
+                if dtype is not None:
+                    m.to(dtype)
+        return self
+
+    def enable_gradient_checkpointing(self: _A, enabled: bool = True) -> _A:
+        """Recompute UNet/VAE activations in backward: less memory for guided steps at full size."""
+        for m in (self.unet, self.vae):
+            if enabled:
+                m.enable_gradient_checkpointing()
+            else:
+                m.disable_gradient_checkpointing()
+        return self
+
+    def _tokenize(self, prompts: list[str]) -> Any:
+        """Token ids (and attention mask) padded/truncated to ``max_text_length``, as tensors."""
+        return self.tokenizer(
+            list(prompts), padding="max_length", max_length=self.max_text_length,
+            truncation=True, return_tensors="pt",
+        )
+
+    def _save_parts(self, directory: str | Path, names: tuple[str, ...], index: dict[str, Any]) -> Path:
+        """Save each part to ``directory/<name>/`` and write ``index`` as ``model_index.json``."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            getattr(self, name).save_pretrained(d / name)
+        (d / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+        return d
+
+    def _noise(self, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+        """Gaussian latents of ``shape`` drawn on ``generator``'s device, scaled for the scheduler."""
+        z = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32)
+        return z.to(self.device) * float(self.scheduler.init_noise_sigma)
+
+    def timesteps(self, n: int) -> torch.Tensor:
+        return self._ddim.timesteps(n)
+
+    def predict_x0(self, z: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self._ddim.x0(z, eps, t)
+
+    def step(self, z: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self._ddim.step(z, eps, t)
+
+    def renoise(self, z0: torch.Tensor, t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        shape = tuple(z0.shape)
+        noise = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32)
+        return self._ddim.add_noise(z0, noise.to(device=z0.device, dtype=z0.dtype), t)
+
+
+def prompt_pair(
+    prompts: list[str] | str,
+    negative: list[str] | str | None,
+    embed: Callable[[list[str]], torch.Tensor],
+) -> PromptCond:
+    """``PromptCond(embed(prompts), embed(negatives))``; a str is one prompt, negatives default to ``""``."""
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if negative is None:
+        negative = [""] * len(prompts)
+    elif isinstance(negative, str):
+        negative = [negative] * len(prompts)
+    if len(negative) != len(prompts):
+        raise ValueError(f"{len(negative)} negative prompts for {len(prompts)} prompts")
+    return PromptCond(embed(prompts), embed(negative))
+
+
+def combine_cfg(out: torch.Tensor, use_cfg: bool, guidance_scale: float) -> torch.Tensor:
+    """``uncond + s * (cond - uncond)`` of a ``[uncond; cond]`` UNet output (as is without CFG)."""
+    if not use_cfg:
+        return out
+    uncond, text = out.chunk(2)
+    return uncond + guidance_scale * (text - uncond)
+
+
+def config_tokenizer(
+    config: dict[str, dict[str, Any]], tokenizer: Any, words: list[str] | None, flavour: Flavour
+) -> tuple[Any, dict[str, Any]]:
+    """``(tokenizer, text-encoder config)`` for a random build: ``tokenizer`` or a word tokenizer
+    over ``words``, with the encoder's vocabulary resized to a word tokenizer built from ``words``."""
+    tok = tokenizer or build_word_tokenizer(
+        words, flavour, model_max_length=config["tokenizer"]["model_max_length"]
+    )
+    te_cfg = dict(config["text_encoder"])
+    if tokenizer is None and words is not None:
+        te_cfg["vocab_size"] = len(tok)
+    return tok, te_cfg

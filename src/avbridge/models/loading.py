@@ -1,0 +1,504 @@
+"""Load the models of a run once, by preset or by explicit source, into ``tasks.Components``.
+
+Presets:
+
+- ``"world"``: the small models trained on the embedded procedural world and shipped
+  inside the package (``avbridge/world/models``). The default.
+- ``"tiny-random"``: tiny random models built offline from a seed. Fast; their outputs
+  are noise. For tests and smoke runs only.
+- ``"paper"``: the paper's models: AudioLDM-m-full (``cvssp/audioldm-m-full``), Stable
+  Diffusion 1.5 with the AnimateDiff motion adapter v1-5-2, and ImageBind-huge from the
+  official ``imagebind_huge.pth`` given with ``binder=`` (it has no hub id).
+
+Each model option (``audio_model``, ``video_model``, ``image_model``, ``binder``,
+``captioner``) overrides the preset for that model and accepts a hub id, a local folder
+(or, for the binder, a checkpoint file) or a preset name. Every failure to find or load
+weights is a :class:`~avbridge.errors.CheckpointError` naming the source.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from avbridge.errors import AvbridgeError, CheckpointError
+from avbridge.models.binders.base import ClipSpec
+from avbridge.tasks import Components
+
+PRESETS = ("world", "tiny-random", "paper")
+
+#: The paper's models by hub id.
+PAPER_AUDIO = "cvssp/audioldm-m-full"
+PAPER_VIDEO_BASE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+PAPER_MOTION_ADAPTER = "guoyww/animatediff-motion-adapter-v1-5-2"
+
+#: Clip layout of the binder in the paper preset (the authors' V2A code: 1-s clips, 2 frames each).
+PAPER_BINDER_CLIPS = ClipSpec(duration_s=1.0, count=None, frames_per_clip=2)
+
+TINY_RANDOM_NOTE = (
+    "tiny-random models: tiny untrained networks, the outputs are noise (for tests and smoke runs)"
+)
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def world_models_dir() -> Path:
+    """Where the embedded world's shipped models live (inside the installed package)."""
+    return Path(__file__).resolve().parents[1] / "world" / "models"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where one model comes from: ``kind`` is "preset", "dir", "file" or "hub"."""
+
+    kind: str
+    value: str
+
+    @property
+    def path(self) -> Path:
+        return Path(self.value).expanduser()
+
+
+def classify(value: str | os.PathLike[str], presets: tuple[str, ...] = PRESETS) -> Source:
+    """Decide whether ``value`` names a preset, an existing local file/folder, or a hub id."""
+    s = str(value)
+    if s in presets:
+        return Source("preset", s)
+    p = Path(s).expanduser()
+    if p.is_dir():
+        return Source("dir", str(p))
+    if p.exists():
+        return Source("file", str(p))
+    if _HUB_ID.match(s) and not s.startswith((".", "~")) and not s.endswith((".pth", ".pt", ".safetensors")):
+        return Source("hub", s)
+    if s.startswith((".", "/", "~")) or os.sep in s or s.endswith((".pth", ".pt", ".safetensors")):
+        raise CheckpointError(s, "no such file or folder")
+    raise CheckpointError(
+        s,
+        f"not a preset ({', '.join(presets)}), an existing local folder, or a hub id of the form owner/name",
+    )
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face endpoint resolves and accepts a connection (no retries)."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    host = re.sub(r"^https?://", "", constants.ENDPOINT).split("/")[0]
+    name, _, port = host.partition(":")
+    try:
+        with socket.create_connection((name, int(port or 443)), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def resolve_hub(repo_id: str) -> str:
+    """A hub id -> its local snapshot folder if cached, else the id itself when the hub is reachable.
+
+    Offline and not cached is a clear :class:`CheckpointError` at once, instead of a
+    minute of HTTP retries inside the loaders.
+    """
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(repo_id, local_files_only=True)
+    except Exception:  # noqa: BLE001 - any cache miss: fall through to the network check
+        pass
+    if _hub_reachable():
+        return repo_id
+    raise CheckpointError(
+        repo_id,
+        "weights not found: not in the local Hugging Face cache and the hub cannot be reached "
+        "(download them on a machine with network, or pass a local folder)",
+    )
+
+
+# ----------------------------------------------------------------------------- loaders
+
+
+def _place(model: Any, device: str, dtype: torch.dtype) -> Any:
+    """Move a freshly built model unless it already is where it should be (CPU float32)."""
+    if torch.device(device) == torch.device("cpu") and dtype == torch.float32:
+        return model
+    return model.to(device=device, dtype=dtype)
+
+
+#: The tiny random binder: 32x32 vision, 4 frames per clip, 0.5-s clips tiled over the input
+#: (matches the tiny generators' 32x32, 8-fps output and keeps tests fast).
+TINY_BINDER = ("tiny-32", ClipSpec(duration_s=0.5, count=None, frames_per_clip=4))
+
+
+def _audio_cls() -> Any:
+    from avbridge.models.generators.audioldm import AudioLDMGenerator
+
+    return AudioLDMGenerator
+
+
+def _video_cls() -> Any:
+    try:
+        from avbridge.models.generators.animatediff import AnimateDiffGenerator
+    except ImportError as e:
+        raise AvbridgeError(f"the AnimateDiff adapter is not available: {e}") from e
+    return AnimateDiffGenerator
+
+
+def _binder_cls() -> Any:
+    from avbridge.models.binders.imagebind import ImageBindBinder
+
+    return ImageBindBinder
+
+
+#: The shipped world models: folder -> the file whose presence means the folder is complete
+#: (the trainer writes it last).
+WORLD_PARTS: dict[str, str] = {
+    "audioldm": "model_index.json",
+    "animatediff": "model_index.json",
+    "image": "model_index.json",
+    "binder": "model.safetensors",
+    "captioner": "config.json",
+}
+
+
+def world_guidance(steps: int | None = None) -> dict[str, dict[str, Any]]:
+    """The world models' tuned AlignConfig fields per task (``models/guidance.json``; ``{}``
+    when absent). Lists become tuples (``window``); keys starting with ``_`` are notes.
+
+    A task's ``from_steps`` maps a step count to the fields chosen for runs of at least
+    that many steps (more guided updates want a smaller step): with ``steps`` given, the
+    entry with the largest such count not above ``steps`` is applied over the task's base
+    fields, which were chosen at fewer steps.
+    """
+    path = world_models_dir() / "guidance.json"
+    if not path.is_file():
+        return {}
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(path, f"unreadable guidance settings: {e}") from e
+    out: dict[str, dict[str, Any]] = {}
+    for task, fields in raw.items():
+        if task.startswith("_"):
+            continue
+        if task not in TASK_NEEDS or not isinstance(fields, dict):
+            raise CheckpointError(path, f"unknown task {task!r} or malformed entry")
+        by_steps = fields.get("from_steps", {})
+        try:
+            by_steps = {int(k): v for k, v in by_steps.items()}
+            if any(k < 1 or not isinstance(v, dict) for k, v in by_steps.items()):
+                raise ValueError
+        except (AttributeError, TypeError, ValueError):
+            raise CheckpointError(path, f"{task}: from_steps must map step counts to settings") from None
+        chosen = _guidance_fields(path, task, {k: v for k, v in fields.items() if k != "from_steps"})
+        for n in sorted(by_steps):
+            extra = _guidance_fields(path, f"{task} from_steps {n}", by_steps[n])
+            if steps is not None and n <= steps:
+                chosen = {**chosen, **extra}
+        out[task] = chosen
+    return out
+
+
+def _guidance_fields(path: Path, where: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """AlignConfig fields of one guidance.json entry, notes (``_``) dropped."""
+    import dataclasses
+
+    from avbridge.align import AlignConfig
+    from avbridge.align.losses import LossWeights
+
+    known = {f.name for f in dataclasses.fields(AlignConfig)} - {"steps"}
+    bad = sorted(k for k in fields if not k.startswith("_") and k not in known)
+    if bad:
+        raise CheckpointError(path, f"{where}: unknown setting(s) {', '.join(bad)}")
+    weights = fields.get("weights", {})
+    pairs = {f.name for f in dataclasses.fields(LossWeights)}
+    if not isinstance(weights, dict) or not set(weights) <= pairs or not all(
+        isinstance(v, (int, float)) for v in weights.values()
+    ):
+        raise CheckpointError(path, f"{where}: weights must map {', '.join(sorted(pairs))} to numbers")
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items() if not k.startswith("_")}
+
+
+def world_models_missing() -> list[str]:
+    """The embedded world's model folders that are absent or incomplete in this install."""
+    d = world_models_dir()
+    return [name for name, marker in WORLD_PARTS.items() if not (d / name / marker).is_file()]
+
+
+def _require_world(sub: str) -> Path:
+    d = world_models_dir() / sub
+    if not (d / WORLD_PARTS[sub]).is_file():
+        state = "incomplete" if d.is_dir() else "not shipped"
+        raise AvbridgeError(
+            f"{d}: the embedded world's '{sub}' model is {state} in this install "
+            f"(no {WORLD_PARTS[sub]}); use --preset tiny-random (noise) or --preset paper with real weights"
+        )
+    return d
+
+
+def world_format() -> dict[str, Any]:
+    """The world's picture format (32x32 at 8 fps, 4-s clips), stated explicitly: the shipped
+    model_index.json may not carry it, and the adapter's fallback is SD's 512x512."""
+    from avbridge.world.scene import WORLD
+
+    return dict(
+        default_height=WORLD.size,
+        default_width=WORLD.size,
+        default_fps=float(WORLD.fps),
+        default_duration_s=WORLD.duration_s,
+    )
+
+
+def load_audio(source: str | None, preset: str, *, device: str, dtype: torch.dtype, seed: int = 0) -> Any:
+    """The audio generator (AudioLDM adapter) from a source or the preset."""
+    src = classify(source) if source is not None else Source("preset", preset)
+    cls = _audio_cls()
+    if src.kind == "preset":
+        if src.value == "tiny-random":
+            return _place(cls.tiny(seed=seed), device, dtype)
+        if src.value == "world":
+            return cls.from_pretrained(_require_world("audioldm"), device=device, dtype=dtype)
+        return cls.from_pretrained(resolve_hub(PAPER_AUDIO), device=device, dtype=dtype)
+    if src.kind == "file":
+        raise CheckpointError(src.value, "expected a diffusers model folder (or hub id), got a file")
+    where = resolve_hub(src.value) if src.kind == "hub" else src.value
+    return cls.from_pretrained(where, device=device, dtype=dtype)
+
+
+def load_video(
+    source: str | None,
+    preset: str,
+    *,
+    device: str,
+    dtype: torch.dtype,
+    seed: int = 0,
+    modality: str = "video",
+) -> Any:
+    """The video generator (AnimateDiff adapter), or with ``modality="image"`` its SD image mode."""
+    src = classify(source) if source is not None else Source("preset", preset)
+    cls = _video_cls()
+    if src.kind == "preset":
+        if src.value == "tiny-random":
+            return _place(cls.tiny(seed=seed, modality=modality), device, dtype)
+        if src.value == "world":
+            # Image mode has its own folder: the spatial weights of a motion UNet trained
+            # for image mode too (video-unet --image-share), as SD is the paper's image model.
+            return cls.from_pretrained(
+                _require_world("animatediff" if modality == "video" else "image"),
+                device=device,
+                dtype=dtype,
+                modality=modality,
+                **world_format(),
+            )
+        base = resolve_hub(PAPER_VIDEO_BASE)
+        adapter = resolve_hub(PAPER_MOTION_ADAPTER) if modality == "video" else None
+        return cls.from_pretrained(
+            base, motion_adapter=adapter, device=device, dtype=dtype, modality=modality
+        )
+    if src.kind == "file":
+        raise CheckpointError(src.value, "expected a diffusers model folder (or hub id), got a file")
+    where = resolve_hub(src.value) if src.kind == "hub" else src.value
+    adapter = None
+    if modality == "video" and _is_image_unet(where):
+        # An SD 1.5-style base: add the paper's motion adapter.
+        adapter = resolve_hub(PAPER_MOTION_ADAPTER)
+    return cls.from_pretrained(where, motion_adapter=adapter, device=device, dtype=dtype, modality=modality)
+
+
+def _is_image_unet(where: str) -> bool:
+    """Whether a local model folder's ``unet/`` is a plain image UNet (no motion modules)."""
+    cfg = Path(where) / "unet" / "config.json"
+    if not cfg.is_file():
+        return False
+    try:
+        return json.loads(cfg.read_text()).get("_class_name") == "UNet2DConditionModel"
+    except (OSError, ValueError):
+        return False
+
+
+def load_binder(source: str | None, preset: str, *, device: str, dtype: torch.dtype, seed: int = 0) -> Any:
+    """The binder (ImageBind) from a checkpoint file, an avbridge folder or a preset."""
+    cls = _binder_cls()
+    if source is None and preset == "paper":
+        raise CheckpointError(
+            "imagebind_huge.pth",
+            "the paper preset needs ImageBind-huge weights: pass --binder /path/to/imagebind_huge.pth "
+            "(official checkpoint, CC BY-NC-SA 4.0; it has no hub id)",
+        )
+    src = (
+        classify(source, PRESETS + ("tiny", "tiny-32", "small", "huge"))
+        if source is not None
+        else Source("preset", preset)
+    )
+    if src.kind == "preset":
+        if src.value == "world":
+            binder = cls.from_pretrained(_require_world("binder"), trainable=False)
+        elif src.value == "tiny-random":
+            binder = cls.from_preset(TINY_BINDER[0], seed=seed, clips=TINY_BINDER[1])
+            binder.requires_grad_(False)
+        elif src.value in ("tiny", "tiny-32", "small", "huge"):
+            binder = cls.from_preset(src.value, seed=seed)
+            binder.requires_grad_(False)
+        else:  # "paper" named explicitly
+            raise CheckpointError(
+                "imagebind_huge.pth", "ImageBind-huge has no hub id: pass the path of imagebind_huge.pth"
+            )
+    elif src.kind == "file":
+        # The paper preset follows the authors' released V2A code: back-to-back 1-s clips.
+        clips = PAPER_BINDER_CLIPS if preset == "paper" else None
+        binder = cls.from_checkpoint(src.path, preset="huge", clips=clips)
+    elif src.kind == "dir":
+        binder = cls.from_pretrained(src.path, trainable=False)
+    else:
+        raise CheckpointError(
+            src.value, "ImageBind is not loaded from the hub: pass imagebind_huge.pth or a local folder"
+        )
+    return _place(binder, device, dtype)
+
+
+# ----------------------------------------------------------------------------- captioners
+
+
+def _default_labels(preset: str) -> tuple[str, ...]:
+    if preset == "world":
+        from avbridge.world.scene import CLASSES
+
+        return tuple(CLASSES)
+    from avbridge.models.captioners import DEFAULT_LABELS
+
+    return tuple(DEFAULT_LABELS)
+
+
+def load_captioners(
+    specs: str | list[str] | None, preset: str, binder: Any, *, device: str, own_binder: bool = True
+) -> tuple[Any, Any]:
+    """``(audio_captioner, visual_captioner)`` from ``--captioner`` values.
+
+    Each value is ``binder`` (zero-shot over the preset's labels with the binder), ``probe``
+    (the world's linear-probe captioner, fitted for its shipped binder) or ``probe:DIR``,
+    ``none``, ``clap:ID|DIR`` (audio), ``blip:ID|DIR`` (images/videos), or a bare id/folder
+    (CLAP if its name contains "clap", else BLIP). The default is ``probe`` for the world
+    preset with its own binder (``own_binder``), else ``binder``. The vanilla baselines of
+    the paper caption the condition and generate from that caption.
+    """
+    from avbridge.models.captioners import load_captioner
+
+    default = "probe" if preset == "world" and own_binder else "binder"
+    values = [specs] if isinstance(specs, str) else list(specs or [default])
+    audio_cap: Any = None
+    visual_cap: Any = None
+    labels = _default_labels(preset)
+    for v in values:
+        kind, _, source = v.partition(":")
+        if not source and kind not in ("binder", "none", "probe"):
+            kind, source = ("clap" if "clap" in v.lower() else "blip"), v
+        if kind == "none":
+            audio_cap = visual_cap = None
+        elif kind == "binder":
+            audio_cap = visual_cap = load_captioner("binder", binder=binder, labels=labels)
+        elif kind == "probe":
+            where = source or _require_world("captioner")
+            audio_cap = visual_cap = load_captioner("probe", where, binder=binder)
+        elif kind in ("clap", "blip"):
+            src = classify(source, ())
+            where = resolve_hub(src.value) if src.kind == "hub" else src.value
+            cap = load_captioner(kind, where, labels=labels if kind == "clap" else None, device=device)
+            if kind == "clap":
+                audio_cap = cap
+            else:
+                visual_cap = cap
+        else:
+            raise AvbridgeError(
+                f"unknown captioner {v!r}; use binder, probe[:DIR], none, clap:ID|DIR or blip:ID|DIR"
+            )
+    return audio_cap, visual_cap
+
+
+# ----------------------------------------------------------------------------- components
+
+#: What each task needs besides the binder.
+TASK_NEEDS: dict[str, tuple[str, ...]] = {
+    "v2a": ("audio",),
+    "i2a": ("audio",),
+    "a2v": ("video",),
+    "a2i": ("image",),
+    "joint": ("audio", "video"),
+}
+
+
+def load_components(
+    preset: str = "world",
+    *,
+    audio_model: str | None = None,
+    video_model: str | None = None,
+    image_model: str | None = None,
+    binder: str | None = None,
+    captioner: str | list[str] | None = None,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    need: tuple[str, ...] | list[str] | None = None,
+    seed: int = 0,
+) -> Components:
+    """Load every model of a run once, outside any sampling call, into ``tasks.Components``.
+
+    ``need`` limits loading to some generators ("audio", "video", "image"; default all, see
+    :data:`TASK_NEEDS`); the binder and captioners are always loaded. ``seed`` seeds the
+    tiny random weights of the ``tiny-random`` preset (:func:`preset_note` says when the
+    outputs are noise).
+    """
+    if preset not in PRESETS:
+        raise AvbridgeError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    wanted = set(need) if need is not None else {"audio", "video", "image"}
+    unknown = wanted - {"audio", "video", "image"}
+    if unknown:
+        raise ValueError(f"unknown components in need=: {sorted(unknown)}")
+    kw: dict[str, Any] = dict(device=device, dtype=dtype, seed=seed)
+    b = load_binder(binder, preset, **kw)
+    audio = load_audio(audio_model, preset, **kw) if "audio" in wanted else None
+    video = load_video(video_model, preset, **kw) if "video" in wanted else None
+    image = None
+    if "image" in wanted:
+        image = load_video(
+            image_model if image_model is not None else video_model,
+            preset,
+            device=device,
+            dtype=dtype,
+            seed=seed,
+            modality="image",
+        )
+    audio_cap, visual_cap = load_captioners(captioner, preset, b, device=device, own_binder=binder is None)
+    return Components(
+        binder=b,
+        audio=audio,
+        video=video,
+        image=image,
+        audio_captioner=audio_cap,
+        visual_captioner=visual_cap,
+    )
+
+
+#: The options that take a generator or binder from elsewhere than the preset.
+MODEL_OPTIONS = ("audio_model", "video_model", "image_model", "binder")
+
+
+def guidance_preset(preset: str | None, options: Mapping[str, Any]) -> str | None:
+    """The preset whose tuned guidance settings apply (``tasks.default_config(task, preset)``):
+    ``preset`` when none of ``options``' :data:`MODEL_OPTIONS` is set, else ``None`` (the paper's)."""
+    return None if any(options.get(k) is not None for k in MODEL_OPTIONS) else preset
+
+
+def preset_note(preset: str, *sources: str | None) -> str | None:
+    """A plain warning when some of the models are tiny random ones (their outputs are noise)."""
+    if preset == "tiny-random" and all(s is None or s == "tiny-random" for s in sources):
+        return TINY_RANDOM_NOTE
+    if preset == "tiny-random" or any(s in ("tiny-random", "tiny") for s in sources):
+        return "some models are tiny random ones: their outputs are noise"
+    return None
