@@ -49,7 +49,7 @@ def load_clips(split: str, n: int, cache_dir: Path = DEFAULT_CACHE, workers: int
     cache_dir = Path(cache_dir)
     path = cache_dir / f"{split}-{n}-v{CACHE_VERSION}.pt"
     if path.exists():
-        d = torch.load(path, weights_only=False)
+        d = torch.load(path, weights_only=True)
         return ClipSet(**d)
     seeds = scene.split_seeds(split, n)  # type: ignore[arg-type]
     workers = workers or max(1, min(len(os.sched_getaffinity(0)), 16))

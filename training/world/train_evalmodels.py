@@ -109,7 +109,7 @@ def train(args: argparse.Namespace) -> int:
     g = torch.Generator().manual_seed(SEED)
     step, history = 0, []
     if args.resume and ckpt.is_file():
-        st = torch.load(ckpt, weights_only=False)
+        st = torch.load(ckpt, weights_only=True)
         audio.load_state_dict(st["audio"])
         video.load_state_dict(st["video"])
         opt.load_state_dict(st["opt"])

@@ -109,7 +109,7 @@ class Loop:
         if not self.ckpt_path.exists():
             print(f"[{self.work_dir.name}] no checkpoint at {self.ckpt_path}: starting fresh", flush=True)
             return False
-        ck = torch.load(self.ckpt_path, map_location="cpu", weights_only=False)
+        ck = torch.load(self.ckpt_path, map_location="cpu", weights_only=True)
         for k, m in self.modules.items():
             m.load_state_dict(ck["modules"][k])
         for k, e in self.emas.items():
