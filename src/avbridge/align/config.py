@@ -64,7 +64,10 @@ class AlignConfig:
     ``audio_path`` (``"mel"``: the decoded log-mel goes straight to the binder's fbank,
     no vocoder, when both sides support it; ``"waveform"``: VAE -> vocoder -> fbank; the
     final output always uses the vocoder), ``guidance_dtype`` (autocast of the guidance
-    branch only: decode, binder, loss and their backward).
+    branch only: decode, binder, loss and their backward), ``guidance_decoder`` (decode
+    ``z0`` for the binder with the generator's small guidance decoder, when it carries one
+    (:mod:`avbridge.models.guidance_decoders`): log-mel for audio, frames for video and
+    images; the final output is always decoded by the model's own VAE).
 
     Extensions (:mod:`avbridge.align.extensions`): ``per_clip`` (PerClipLoss),
     ``mel_grad``/``frame_grad="envelope"`` (EnvelopeGradient on the log-mel / frames),
@@ -89,6 +92,7 @@ class AlignConfig:
     frame_subset: bool = True
     audio_path: Literal["mel", "waveform"] = "mel"
     guidance_dtype: Literal["bfloat16", "float16"] | None = None
+    guidance_decoder: bool = False
     # Extensions.
     per_clip: bool = False
     mel_grad: Literal["full", "envelope"] = "full"

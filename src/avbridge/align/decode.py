@@ -3,7 +3,9 @@
 Two cost-saving paths live here (docs/method.md): video decodes only the frames the
 binder's clips sample (``frame_subset``), and audio reaches the binder as the decoded
 log-mel, without the vocoder (``audio_path="mel"``). Extensions may filter the
-gradient that flows back through the decoded features or frames.
+gradient that flows back through the decoded features or frames. With
+``AlignConfig.guidance_decoder`` a generator's small guidance decoder
+(:mod:`avbridge.models.guidance_decoders`) stands in for its VAE here, and only here.
 """
 
 from __future__ import annotations
@@ -55,22 +57,24 @@ def binder_frame_indices(binder: Binder, num_frames: int, fps: float) -> list[in
 
 
 def decode_for_binder(
-    generator: Generator, spec: MediaSpec, z0: torch.Tensor, binder: Binder, frame_subset: bool
+    generator: Generator, spec: MediaSpec, z0: torch.Tensor, binder: Binder, frame_subset: bool,
+    decode: Callable[[torch.Tensor, MediaSpec], torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Differentiable decode of ``z0`` for the binder.
+    """Differentiable decode of ``z0`` for the binder (``decode``: default ``generator.decode``).
 
     Video with ``frame_subset``: the binder looks at only ``frames_per_clip`` frames per
     clip, so only those latent frames are decoded (latents (B, C, F, h, w), per-frame VAE
     as in AnimateDiff); every other frame is filled with the nearest decoded one, so the
     binder receives exactly the decoded frames it samples.
     """
+    decode = decode or generator.decode
     if not (frame_subset and generator.modality == "video" and z0.dim() == 5 and spec.fps):
-        return generator.decode(z0, spec)
+        return decode(z0, spec)
     total = z0.shape[2]
     idx = binder_frame_indices(binder, total, float(spec.fps))
     if len(idx) >= total:
-        return generator.decode(z0, spec)
-    part = generator.decode(z0[:, :, idx], spec)  # (B, len(idx), 3, H, W)
+        return decode(z0, spec)
+    part = decode(z0[:, :, idx], spec)  # (B, len(idx), 3, H, W)
     pos = torch.tensor(idx, dtype=torch.float32)
     nearest = (torch.arange(total, dtype=torch.float32)[:, None] - pos[None]).abs().argmin(dim=1)
     return part[:, nearest.to(part.device)]
@@ -84,6 +88,43 @@ def uses_mel_path(generator: Generator, binder: Binder, config: AlignConfig) -> 
         and callable(getattr(generator, "decode_features", None))
         and callable(getattr(binder, "embed_audio_features", None))
     )
+
+
+def active_guidance_decoder(generator: Generator, config: AlignConfig) -> Any:
+    """The generator's guidance decoder when the config asks for it and it carries one, else None."""
+    if not config.guidance_decoder:
+        return None
+    return getattr(generator, "guidance_decoder", None)
+
+
+def _embed_with_guidance_decoder(
+    generator: Generator, spec: MediaSpec, z0: torch.Tensor, binder: Binder, config: AlignConfig,
+    embed: EmbedFn, filters: Sequence[Any], decoder: Any,
+) -> Embedding:
+    """Guidance decoder in place of the VAE: log-mel for audio (to the binder's fbank, or through
+    the vocoder when the binder cannot read features), frames for video and images."""
+    from avbridge.models import guidance_decoders as gd
+
+    if generator.modality == "audio":
+        feats = gd.decode_features(decoder, generator, z0, spec)
+        for f in filters:
+            feats = f.filter_features(feats)
+        accepts = getattr(binder, "accepts_audio_features", None)
+        if config.audio_path == "mel" and callable(getattr(binder, "embed_audio_features", None)) and (
+            accepts is None or accepts(feats)
+        ):
+            return embed("audio-features", feats, None)
+        wave = generator.vocode(feats.log_mel[:, None])  # type: ignore[attr-defined]
+        n = feats.num_samples
+        wave = torch.nn.functional.pad(wave, (0, max(0, n - wave.shape[-1])))[:, :n]
+        for f in filters:
+            wave = f.filter_media("audio", wave)
+        return embed("audio", wave, media_rate(generator, spec))
+    media = decode_for_binder(generator, spec, z0, binder, config.frame_subset,
+                              decode=lambda z, s: gd.decode_frames(decoder, generator, z, s))
+    for f in filters:
+        media = f.filter_media(generator.modality, media)
+    return embed(generator.modality, media, media_rate(generator, spec))
 
 
 def embed_prediction(
@@ -100,6 +141,9 @@ def embed_prediction(
     ``filters`` are extensions with ``filter_features(features)`` / ``filter_media(modality,
     media)`` hooks that change the gradient flowing back into the decoded output.
     """
+    decoder = active_guidance_decoder(generator, config)
+    if decoder is not None:
+        return _embed_with_guidance_decoder(generator, spec, z0, binder, config, embed, filters, decoder)
     if uses_mel_path(generator, binder, config):
         feats = generator.decode_features(z0, spec)  # type: ignore[attr-defined]
         for f in filters:

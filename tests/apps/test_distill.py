@@ -1,0 +1,37 @@
+"""``avbridge distill-decoder`` on a tiny random AudioLDM: trains, writes a folder, resumes."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from avbridge.apps.cli import main
+from avbridge.models.guidance_decoders import AudioGuidanceDecoder, load_guidance_decoder
+
+ARGS = ["distill-decoder", "--preset", "tiny-random", "--duration", "0.5", "--batch", "2",
+        "--sample-steps", "2", "--save-every", "1", "--quiet", "--prompts", "a dog,a bell"]
+
+
+def test_distill_runs_and_resumes(tmp_path):
+    out = tmp_path / "dec"
+    assert main(ARGS + ["--out", str(out), "--iters", "2"]) == 0
+    first = json.loads((out / "distill.json").read_text())
+    assert first["iters_done"] == 2 and first["resumed_from"] == 0 and first["complete"]
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["iter"] == 2
+    w2 = load_guidance_decoder(out).state_dict()
+    assert main(ARGS + ["--out", str(out), "--iters", "3"]) == 0
+    second = json.loads((out / "distill.json").read_text())
+    assert second["resumed_from"] == 2 and second["iters_done"] == 3
+    dec = load_guidance_decoder(out)
+    assert isinstance(dec, AudioGuidanceDecoder)
+    assert any(not torch.equal(w2[k], v) for k, v in dec.state_dict().items())
+
+
+def test_distill_broken_checkpoint_is_one_line_error(tmp_path, capsys):
+    out = tmp_path / "dec"
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    assert main(ARGS + ["--out", str(out), "--iters", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "checkpoint.pt" in err[0] and err[0].startswith("avbridge: error:")
