@@ -18,7 +18,7 @@ def test_distill_runs_and_resumes(tmp_path):
     assert main(ARGS + ["--out", str(out), "--iters", "2"]) == 0
     first = json.loads((out / "distill.json").read_text())
     assert first["iters_done"] == 2 and first["resumed_from"] == 0 and first["complete"]
-    assert torch.load(out / "checkpoint.pt", weights_only=False)["iter"] == 2
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["iter"] == 2
     w2 = load_guidance_decoder(out).state_dict()
     assert main(ARGS + ["--out", str(out), "--iters", "3"]) == 0
     second = json.loads((out / "distill.json").read_text())
