@@ -1,21 +1,27 @@
-"""Time ONE denoising step at real sizes: vanilla vs guided, with peak memory.
+"""Time ONE denoising step at real sizes: vanilla, guided with the VAE, guided with a
+guidance decoder; their ratios and peak memory, all in one run.
 
 Builds full-size architectures with random weights (no download): AudioLDM-m-full,
-AnimateDiff (SD 1.5 UNet + motion module v1-5-2), ImageBind-huge; then, per case,
+AnimateDiff (SD 1.5 UNet + motion module v1-5-2), ImageBind-huge, and the guidance
+decoders (TAESD's ``AutoencoderTiny`` for SD latents, the default ``AudioGuidanceDecoder``
+that ``avbridge distill-decoder`` trains for AudioLDM); then, per case,
 
 - vanilla step: CFG noise prediction + sampler step (no gradients);
 - guided step: the aligner's step (noise prediction, x0, differentiable decode, binder
-  embedding, dual loss, backward, latent update, sampler step), paper defaults; for audio
-  both through the default vocoder-free ``audio_path="mel"`` and through the vocoder
-  (``"waveform"``);
+  embedding, dual loss, backward, latent update, sampler step) with the model's VAE;
+- guided step with ``guidance_decoder=True``: the same with the guidance decoder;
 
-and prints both times, their ratio (target <= 2.0) and peak memory.
+paper settings with guided prompt tuning off (AudioLDM lr 0.1, CFG 2.5; AnimateDiff
+lr 0.01, CFG 7.5). ``--extra`` adds the bf16 guidance branch and, for audio, the waveform
+path (VAE -> vocoder -> fbank). Peak memory: the GPU's peak allocation per variant; on CPU
+the process's peak RSS, which only grows.
 
 Cases: ``audio`` (8 s of AudioLDM audio guided by a video condition), ``video256`` and
-``video512`` (16 frames at 8 fps, 256x256 / 512x512, guided by 8 s audio).
+``video512`` (16 frames at 8 fps, 256x256 / 512x512, guided by 8 s audio), ``joint``
+(2 s of audio and 16 frames at 256x256 guided toward each other).
 
-    python benchmarks/bench_step.py --cases audio --device cpu
-    python benchmarks/bench_step.py --cases audio,video256,video512 --device cuda --dtype fp16
+    python benchmarks/bench_step.py --cases audio,video256 --device cpu
+    python benchmarks/bench_step.py --device cuda --dtype fp16 --json step_fp16.json
 """
 
 from __future__ import annotations
@@ -23,15 +29,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
+import json
 import resource
 import time
+from pathlib import Path
 
 import torch
 
 from avbridge.align import AlignConfig, Condition, Stream, embed_media
 from avbridge.align import extensions as ext
+from avbridge.align.config import per_modality
 from avbridge.align.loop import _guided_step, _State
 from avbridge.align.losses import AlignLoss
+from avbridge.models import guidance_decoders as gd
+from avbridge.models.generators.base import MediaSpec
 
 
 def _sync(device: torch.device) -> None:
@@ -87,39 +98,63 @@ def profile_audio(gen, binder, z: torch.Tensor, spec, device: torch.device) -> d
     return out
 
 
-def bench_case(
-    case: str, gen, binder, device: torch.device, repeats: int, profile: bool = False
-) -> dict[str, float]:
-    """Vanilla and guided step times for one generator at one size (same process, same run).
+def _guidance_decoder_for(gen) -> torch.nn.Module:
+    """A full-size guidance decoder with random weights: TAESD for SD latents, the default
+    AudioGuidanceDecoder (what ``avbridge distill-decoder`` trains) for AudioLDM."""
+    from avbridge.models import guidance_decoders as gd
 
-    Audio: guided twice, through the default vocoder-free ``audio_path="mel"`` and through
-    ``"waveform"`` (VAE -> vocoder -> fbank), so both ratios come from one run.
-    """
-    variants: dict[str, AlignConfig]
+    if gen.modality == "audio":
+        return gd.audio_decoder_for(gen)
+    return gd.AutoencoderTiny(latent_channels=gen.latent_channels)  # the TAESD architecture
+
+
+def _case_setup(case: str, gens: dict, device: torch.device):
+    """(streams, condition or None, config) of a case; configs as in the paper, prompt tuning off."""
     if case == "audio":
-        spec = gen.default_spec(8.0)
+        gen = gens["audio"]
+        streams = [Stream(gen, gen.default_spec(8.0), "a dog barking")]
         cond = Condition("video", torch.rand(1, 64, 3, 224, 224, device=device), rate=8.0)
-        cfg = AlignConfig(steps=30, lr=0.1, guidance_scale=2.5)
-        variants = {"guided": cfg, "guided_waveform": dataclasses.replace(cfg, audio_path="waveform"),
-                    "guided_bf16": dataclasses.replace(cfg, guidance_dtype="bfloat16")}
-    else:
-        side = 256 if case == "video256" else 512
-        spec = gen.default_spec(2.0)
-        spec = type(spec)(duration_s=2.0, fps=8.0, height=side, width=side)  # 16 frames
+        return streams, cond, AlignConfig(steps=30, lr=0.1, guidance_scale=2.5)
+    if case.startswith("video"):
+        gen, side = gens["video"], int(case[len("video"):] or 256)
+        spec = MediaSpec(duration_s=2.0, fps=8.0, height=side, width=side)  # 16 frames
         cond = Condition("audio", torch.randn(1, 16000 * 8, device=device) * 0.1, rate=16000)
-        cfg = AlignConfig(steps=25, lr=0.01, guidance_scale=7.5)
-        variants = {"guided": cfg, "guided_bf16": dataclasses.replace(cfg, guidance_dtype="bfloat16")}
-    stream = Stream(gen, spec, "a dog barking")
-    key = stream.key
+        return [Stream(gen, spec, "a dog barking")], cond, AlignConfig(steps=25, lr=0.01, guidance_scale=7.5)
+    if case == "joint":  # 2 s of audio and 16 frames at 256x256, guided toward each other
+        ga, gv = gens["audio"], gens["video"]
+        streams = [Stream(ga, ga.default_spec(2.0), "a dog barking"),
+                   Stream(gv, MediaSpec(duration_s=2.0, fps=8.0, height=256, width=256), "a dog barking")]
+        cfg = AlignConfig(steps=25, lr={"audio": 0.1, "visual": 0.01},
+                          guidance_scale={"audio": 2.5, "visual": 7.5})
+        return streams, None, cfg
+    raise ValueError(f"unknown case {case!r}")
+
+
+def bench_case(
+    case: str, gens: dict, binder, device: torch.device, repeats: int, profile: bool = False,
+    extra: bool = False,
+) -> dict[str, float]:
+    """Vanilla step, guided step with the VAE, guided step with the guidance decoder (same
+    process, same run). ``extra`` adds the bf16 guidance branch and, for audio, the waveform path.
+    """
+    streams, cond, cfg = _case_setup(case, gens, device)
+    variants: dict[str, AlignConfig] = {"guided": cfg,
+                                        "guided_gd": dataclasses.replace(cfg, guidance_decoder=True)}
+    if extra:
+        variants["guided_bf16"] = dataclasses.replace(cfg, guidance_dtype="bfloat16")
+        if case == "audio":
+            variants["guided_waveform"] = dataclasses.replace(cfg, audio_path="waveform")
+    for st in streams:
+        if getattr(st.generator, "guidance_decoder", None) is None:
+            gd.attach(st.generator, _guidance_decoder_for(st.generator).to(device))
     with torch.no_grad():
-        fixed = {cond.key: embed_media(binder, cond.modality, cond.data, cond.rate),
-                 "text": binder.embed_text(["a dog barking"])}
-        pc = gen.encode_prompt(["a dog barking"], [""])
-        z = gen.init_latents(spec, 1, torch.Generator().manual_seed(0))
-    ts = gen.timesteps(cfg.steps)
-    i = len(ts) // 2
-    t = ts[i]
-    scale = float(cfg.guidance_scale)  # type: ignore[arg-type]
+        fixed = {"text": binder.embed_text(["a dog barking"])}
+        if cond is not None:
+            fixed[cond.key] = embed_media(binder, cond.modality, cond.data, cond.rate)
+        pcs = [st.generator.encode_prompt([st.prompt], [""]) for st in streams]
+        zs = [st.generator.init_latents(st.spec, 1, torch.Generator().manual_seed(0)) for st in streams]
+    tss = [st.generator.timesteps(cfg.steps) for st in streams]
+    i = len(tss[0]) // 2
     loss_fn = AlignLoss(cfg.weights, cfg.per_clip)
 
     def embed(modality, data, rate):
@@ -127,19 +162,21 @@ def bench_case(
 
     def vanilla() -> None:
         with torch.no_grad():
-            eps = gen.predict_eps(z, t, pc, scale)
-            gen.step(z, eps, t)
+            for st, z, pc, ts in zip(streams, zs, pcs, tss, strict=True):
+                eps = st.generator.predict_eps(z, ts[i], pc, per_modality(cfg.guidance_scale, st.key))
+                st.generator.step(z, eps, ts[i])
 
     def guided_with(c: AlignConfig):
         def guided() -> None:
-            st = _State(stream, z.clone(), pc, ts)
-            _guided_step([st], i, dict(fixed), loss_fn, c, embed, binder, ext.from_config(c))
+            rows = zip(streams, zs, pcs, tss, strict=True)
+            states = [_State(st, z.clone(), pc, ts) for st, z, pc, ts in rows]
+            _guided_step(states, i, dict(fixed), loss_fn, c, embed, binder, ext.from_config(c))
 
         return guided
 
     out: dict[str, float] = {}
     if profile and case == "audio":
-        out.update(profile_audio(gen, binder, z, spec, device))
+        out.update(profile_audio(streams[0].generator, binder, zs[0], streams[0].spec, device))
     runs = [("vanilla", vanilla)] + [(name, guided_with(c)) for name, c in variants.items()]
     for name, fn in runs:
         fn()  # warm-up
@@ -153,34 +190,47 @@ def bench_case(
         out[f"{name}_s"] = (time.perf_counter() - t0) / repeats
         out[f"{name}_peak_mb"] = _peak_mb(device)
         print(f"[{case}] {name} {out[f'{name}_s']:.3f}s peak {out[f'{name}_peak_mb']:.0f} MiB", flush=True)
-    out["ratio"] = out["guided_s"] / out["vanilla_s"]
-    extra = ""
-    if "guided_waveform_s" in out:
-        out["ratio_waveform"] = out["guided_waveform_s"] / out["vanilla_s"]
-        extra = f" (waveform path {out['guided_waveform_s']:.3f}s, ratio {out['ratio_waveform']:.2f})"
-    if "guided_bf16_s" in out:
-        out["ratio_bf16"] = out["guided_bf16_s"] / out["vanilla_s"]
-        extra += f" (bf16 guidance branch {out['guided_bf16_s']:.3f}s, ratio {out['ratio_bf16']:.2f})"
-    print(f"[{case}] key={key} latents={tuple(z.shape)} vanilla {out['vanilla_s']:.3f}s "
-          f"guided {out['guided_s']:.3f}s ratio {out['ratio']:.2f}{extra} "
-          f"peak vanilla {out['vanilla_peak_mb']:.0f} MiB guided {out['guided_peak_mb']:.0f} MiB", flush=True)
+    for name in variants:
+        out[f"ratio{name[len('guided'):]}"] = out[f"{name}_s"] / out["vanilla_s"]
+    shapes = " ".join(f"{st.key}={tuple(z.shape)}" for st, z in zip(streams, zs, strict=True))
+    print(f"[{case}] latents {shapes} vanilla {out['vanilla_s']:.3f}s guided {out['guided_s']:.3f}s "
+          f"(ratio {out['ratio']:.2f}) guided+guidance decoder {out['guided_gd_s']:.3f}s "
+          f"(ratio {out['ratio_gd']:.2f})", flush=True)
     return out
+
+
+def format_table(results: dict[str, dict[str, float]], peak_label: str) -> str:
+    """One line per case: the three step times, the two ratios and the peak memory."""
+    head = (f"{'case':9} {'vanilla s':>10} {'guided s':>10} {'ratio':>6} {'guided+gd s':>12} {'ratio':>6} "
+            f"{peak_label:>26}")
+    lines = [head, "-" * len(head)]
+    for case, r in results.items():
+        peaks = "/".join(f"{r[k]:.0f}" for k in ("vanilla_peak_mb", "guided_peak_mb", "guided_gd_peak_mb"))
+        lines.append(f"{case:9} {r['vanilla_s']:10.2f} {r['guided_s']:10.2f} {r['ratio']:6.2f} "
+                     f"{r['guided_gd_s']:12.2f} {r['ratio_gd']:6.2f} {peaks:>26}")
+    return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cases", default="audio,video256,video512")
+    ap.add_argument("--cases", default="audio,video256,video512,joint")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     ap.add_argument("--profile", action="store_true", help="audio: time VAE / vocoder / binder fwd and bwd")
+    ap.add_argument("--extra", action="store_true",
+                    help="also the bf16 guidance branch and the waveform path")
+    ap.add_argument("--json", default=None, metavar="FILE", help="write the results here")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    bad = [c for c in cases if c not in ("audio", "joint") and not c.startswith("video")]
+    if bad:
+        ap.error(f"unknown case(s) {', '.join(bad)}: choose from audio, video256, video512, joint")
 
     from avbridge.models.binders.imagebind import ImageBindBinder
 
@@ -188,26 +238,44 @@ def main() -> None:
     binder = ImageBindBinder.from_preset("huge").to(device=device, dtype=dtype)
     binder.requires_grad_(False)
     print(f"ImageBind-huge built in {time.perf_counter() - t0:.1f}s", flush=True)
-    results = {}
-    if "audio" in cases:
-        from avbridge.models.generators.audioldm import AudioLDMGenerator
+    gens: dict = {}
 
-        t0 = time.perf_counter()
-        gen = AudioLDMGenerator.build("m-full", device="cpu").to(device=device, dtype=dtype)
-        print(f"AudioLDM-m-full built in {time.perf_counter() - t0:.1f}s", flush=True)
-        results["audio"] = bench_case("audio", gen, binder, device, args.repeats, args.profile)
-        del gen
+    def need(kind: str) -> None:
+        if kind in gens:
+            return
+        t1 = time.perf_counter()
+        if kind == "audio":
+            from avbridge.models.generators.audioldm import AudioLDMGenerator
+
+            gens[kind] = AudioLDMGenerator.build("m-full", device="cpu").to(device=device, dtype=dtype)
+            what = "AudioLDM-m-full"
+        else:
+            from avbridge.models.generators.animatediff import AnimateDiffGenerator
+
+            gens[kind] = AnimateDiffGenerator.build("sd15-v152", device="cpu").to(device=device, dtype=dtype)
+            what = "AnimateDiff (SD1.5 + motion v1-5-2)"
+        print(f"{what} built in {time.perf_counter() - t1:.1f}s", flush=True)
+
+    results: dict[str, dict[str, float]] = {}
+    for c in cases:  # audio first, then video, then joint; a generator is dropped once unneeded
+        kinds = ["audio"] if c == "audio" else ["video"] if c.startswith("video") else ["audio", "video"]
+        for kind in kinds:
+            need(kind)
+        results[c] = bench_case(c, gens, binder, device, args.repeats, args.profile, args.extra)
+        rest = cases[cases.index(c) + 1:]
+        if "audio" in gens and not any(r in ("audio", "joint") for r in rest):
+            del gens["audio"]
+        if "video" in gens and not any(r.startswith("video") or r == "joint" for r in rest):
+            del gens["video"]
         gc.collect()
-    video_cases = [c for c in cases if c.startswith("video")]
-    if video_cases:
-        from avbridge.models.generators.animatediff import AnimateDiffGenerator
-
-        t0 = time.perf_counter()
-        gen = AnimateDiffGenerator.build("sd15-v152", device="cpu").to(device=device, dtype=dtype)
-        print(f"AnimateDiff (SD1.5 + motion v1-5-2) built in {time.perf_counter() - t0:.1f}s", flush=True)
-        for c in video_cases:
-            results[c] = bench_case(c, gen, binder, device, args.repeats)
-    print("summary:", {k: round(v["ratio"], 2) for k, v in results.items()})
+    label = "peak MiB v/g/gd" if device.type == "cuda" else "process peak RSS MiB v/g/gd"
+    print(format_table(results, label))
+    if args.json:
+        meta = {"device": str(device), "dtype": args.dtype, "threads": torch.get_num_threads(),
+                "repeats": args.repeats}
+        if device.type == "cuda":
+            meta["gpu"] = torch.cuda.get_device_name(device)
+        Path(args.json).write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
