@@ -8,7 +8,7 @@ setting with the highest ``sync_f1 + class_acc`` (class accuracy alone for I2A/A
 targets against vanilla on the same clips (how A2V's setting was picked in the
 eighteenth session).
 ``--write`` stores the picks in the models' ``guidance.json``, which
-``avbridge.tasks.default_config(task, preset="world")`` then uses.
+``avbridge.presets.default_config(task, preset="world")`` then uses.
 
     python scripts/tune_world_guidance.py --tasks v2a,a2v --n 30 --steps 10 --write
     python scripts/tune_world_guidance.py --tasks v2a --n 50 --grid lr=0.1,0.2,0.3 \
@@ -71,7 +71,9 @@ def pick_best(guided: list[dict], vanilla: dict | None, rule: str, task: str) ->
 
 def main(argv: list[str] | None = None) -> int:
     from avbridge.errors import AvbridgeError
-    from avbridge.models.loading import TASK_NEEDS, load_components, world_models_dir
+    from avbridge.loading import load_components
+    from avbridge.presets import world_models_dir
+    from avbridge.tasks import TASKS
     from avbridge.world.bench import parse_overrides, run_bench
     from avbridge.world.evalmodels import EvalModels
 
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             combos = [{**c, **v} for c in combos for v in axis]
         return combos
 
-    need = sorted({g for t in tasks for g in TASK_NEEDS[t]})
+    need = sorted({g for t in tasks for g in TASKS[t].needs})
     comps = load_components("world", need=need, audio_model=args.audio_model,
                             video_model=args.video_model)
     evalm = EvalModels.load()
@@ -133,12 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     for task in tasks:
         results[task] = []
         for j, setting in enumerate(settings(task)):
+            runs = (("per-clip",) if args.per_clip_only else ("pooled", "per-clip")) \
+                if task in ("v2a", "a2v", "joint") else ("pooled",)
+            # vanilla does not depend on guidance settings: run it once
             r = run_bench(args.n, (task,), components=comps, evalmodels=evalm, steps=args.steps,
-                          per_clip=task in ("v2a", "a2v", "joint"), split="val",
+                          variants=(("vanilla",) if j == 0 else ()) + runs, split="val",
                           start=args.start, seed=args.seed,
-                          overrides={**fixed, **setting},
-                          # vanilla does not depend on guidance settings: run it once
-                          vanilla=j == 0, pooled=not args.per_clip_only, log=None)
+                          overrides={**fixed, **setting}, log=None)
             for variant, summ in r["summary"][task].items():
                 row = {"setting": setting, "variant": variant, "summary": summ}
                 results[task].append(row)
@@ -149,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         guided = [r for r in results[task] if r["variant"] != "vanilla"]
         vanilla = next((r["summary"] for r in results[task] if r["variant"] == "vanilla"), None)
         best = pick_best(guided, vanilla, args.pick, task)
-        pick = {"per_clip": best["variant"] == "guided-per-clip", **fixed, **best["setting"]}
+        pick = {"per_clip": best["variant"] == "per-clip", **fixed, **best["setting"]}
         pick["_val"] = {m: round(v[0], 3) for m, v in best["summary"].items() if m != "n"}
         picks[task] = pick
         print(f"{task}: pick {pick}", flush=True)
@@ -167,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                             "test clips the bench reports on); _val: the pick's validation means over "
                             "_val_n clips at _steps denoising steps; from_steps: the settings chosen "
                             "for runs of at least that many steps, over the task's base ones; other "
-                            "fields are the paper's (avbridge.tasks.default_config)")
+                            "fields are the paper's (avbridge.presets.default_config)")
             for task, pick in picks.items():
                 entry = {**pick, "_val_n": args.n, "_steps": args.steps}
                 old = cur.get(task, {})

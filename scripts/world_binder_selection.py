@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from avbridge.io.media import Video
-from avbridge.models.loading import load_components
-from avbridge.tasks import default_config, v2a
+from avbridge.loading import load_components
+from avbridge.presets import default_config
+from avbridge.tasks import v2a
 from avbridge.world.events import audio_onsets, event_f1
 from avbridge.world.scene import WORLD, render_clip, split_seeds
 

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from training.world.train_data import load_clips
 
+from avbridge.loading import load_binder
 from avbridge.models.generators.audioldm import log_mel_features, mel_spectrogram
 from avbridge.models.generators.base import SpectrogramFeatures
-from avbridge.models.loading import load_binder
 from avbridge.world.scene import WORLD
 
 

@@ -11,7 +11,7 @@ accuracy.
         [--griffin-lim]
 
 ``--audio-cfg``/``--video-cfg`` sample at each classifier-free guidance scale given (default:
-the task's own, ``avbridge.tasks.default_config``). Clip i of the split is sampled with
+the task's own, ``avbridge.presets.default_config``). Clip i of the split is sampled with
 generation seed i, as in the bench (before the eleventh session every sample used seed 0, so
 the class-word rows repeated one sample per class). ``--confusion`` also prints, per row, which
 class the classifier heard for each true class. ``--unet-likelihood`` asks whether the audio
@@ -37,6 +37,7 @@ import torch
 from avbridge import tasks as T
 from avbridge.align import AlignConfig
 from avbridge.io.media import Audio, Video
+from avbridge.loading import load_binder, world_format
 from avbridge.models.generators.animatediff import AnimateDiffGenerator
 from avbridge.models.generators.audioldm import (
     MEL_HOP,
@@ -46,7 +47,7 @@ from avbridge.models.generators.audioldm import (
     mel_filterbank,
     mel_spectrogram,
 )
-from avbridge.models.loading import load_binder, world_format, world_models_dir
+from avbridge.presets import default_config, world_models_dir
 from avbridge.world.evalmodels import EvalModels
 from avbridge.world.scene import CLASSES, render_clip, split_seeds
 
@@ -138,7 +139,7 @@ def _floats(s: str) -> list[float]:
 
 def _configs(task: str, steps: int, scales: list[float] | None) -> list[tuple[str, AlignConfig]]:
     """(label suffix, config) per CFG scale; ``None``: the task's own scale, no suffix."""
-    base = T.default_config(task, steps=steps)
+    base = default_config(task, steps=steps)
     if scales is None:
         return [("", base)]
     return [(f", cfg {g:g}", replace(base, guidance_scale=g)) for g in scales]

@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 
 from avbridge.align import envelope_projection
+from avbridge.loading import load_components
 from avbridge.models.generators.audioldm import mel_spectrogram
 from avbridge.models.generators.base import MediaSpec
-from avbridge.models.loading import load_components
 from avbridge.world.events import audio_onsets, event_f1
 from avbridge.world.scene import WORLD, render_clip, split_seeds
 

@@ -26,11 +26,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from avbridge.loading import load_components
 from avbridge.models.binders.base import ClipSpec, Embedding
 from avbridge.models.generators.audioldm import mel_spectrogram
 from avbridge.models.generators.base import SpectrogramFeatures
-from avbridge.models.loading import load_components
-from avbridge.tasks import a2v, default_config, v2a
+from avbridge.presets import default_config
+from avbridge.tasks import a2v, v2a
 from avbridge.world.bench import parse_overrides
 from avbridge.world.events import audio_onsets, event_f1, video_events
 from avbridge.world.scene import WORLD, render_clip, split_seeds

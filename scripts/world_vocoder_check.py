@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     from training.world.train_data import load_clips, mel_spectrogram
     from transformers import SpeechT5HifiGan
 
-    from avbridge.models.loading import world_models_dir
+    from avbridge.presets import world_models_dir
     from avbridge.world.scene import CLASSES
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from avbridge import loading as registry
+from avbridge import presets
 from avbridge.align.losses import LossWeights
 from avbridge.errors import AvbridgeError, CheckpointError
-from avbridge.models import loading as registry
 from avbridge.models.captioners import BinderZeroShotCaptioner
 from avbridge.tasks import Components
 
@@ -40,8 +41,8 @@ def test_tiny_random_builds_every_component() -> None:
     assert c.image is not None and c.image.modality == "image"
     assert isinstance(c.audio_captioner, BinderZeroShotCaptioner)
     assert not any(p.requires_grad for p in c.binder.parameters())
-    assert registry.preset_note("tiny-random") == registry.TINY_RANDOM_NOTE
-    assert "noise" in registry.TINY_RANDOM_NOTE
+    assert presets.preset_note("tiny-random") == presets.TINY_RANDOM_NOTE
+    assert "noise" in presets.TINY_RANDOM_NOTE
 
 
 def test_tiny_random_is_seeded_and_need_limits_loading() -> None:
@@ -74,26 +75,26 @@ def test_local_folders_load(tmp_path: Path) -> None:
     assert all(torch.equal(x, y) for x, y in zip(_params(c.audio.unet), _params(ref.unet), strict=True))
     assert c.video.modality == "video" and c.image.modality == "image"
     assert c.audio_captioner is None and c.visual_captioner is None
-    assert registry.preset_note("paper", str(tmp_path / "audio")) is None
+    assert presets.preset_note("paper", str(tmp_path / "audio")) is None
 
 
 def test_named_presets_as_model_options() -> None:
     c = registry.load_components("world", audio_model="tiny-random", binder="tiny-random", need=("audio",))
     assert c.audio is not None and c.audio.modality == "audio"
-    assert registry.preset_note("world", "tiny-random") is not None
+    assert presets.preset_note("world", "tiny-random") is not None
 
 
 def test_world_preset(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Without shipped models: a clear AvbridgeError; with them (when shipped): it loads."""
-    if not registry.world_models_missing():
+    if not presets.world_models_missing():
         c = registry.load_components("world", need=("audio", "video", "image"))
         assert c.audio is not None and c.video is not None and c.image is not None
         from avbridge.world.scene import WORLD
 
         spec = c.video.default_spec(2.0)  # the world's format, not SD's 512x512
         assert (spec.height, spec.width, spec.fps) == (WORLD.size, WORLD.size, WORLD.fps)
-    monkeypatch.setattr(registry, "world_models_dir", lambda: tmp_path / "models")
-    assert registry.world_models_missing() == list(registry.WORLD_PARTS)
+    monkeypatch.setattr(presets, "world_models_dir", lambda: tmp_path / "models")
+    assert presets.world_models_missing() == list(presets.WORLD_PARTS)
     with pytest.raises(AvbridgeError, match="not shipped"):
         registry.load_components("world", need=("audio",))
     (tmp_path / "models" / "binder").mkdir(parents=True)  # a half-written folder
@@ -172,9 +173,9 @@ def test_classify() -> None:
 def test_world_guidance_settings_replace_the_papers(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import json
 
-    from avbridge.tasks import default_config
+    from avbridge.presets import default_config
 
-    monkeypatch.setattr(registry, "world_models_dir", lambda: tmp_path)
+    monkeypatch.setattr(presets, "world_models_dir", lambda: tmp_path)
     assert default_config("v2a", preset="world") == default_config("v2a")  # no file: the paper's
     (tmp_path / "guidance.json").write_text(json.dumps(
         {"_note": "chosen on val", "v2a": {"lr": 0.5, "per_clip": True, "window": [0.1, 0.9], "_why": "x"}}
@@ -202,9 +203,9 @@ def test_world_guidance_from_steps_applies_at_and_above_its_step_count(
     import json
 
     from avbridge.apps.cli import make_config
-    from avbridge.tasks import default_config
+    from avbridge.presets import default_config
 
-    monkeypatch.setattr(registry, "world_models_dir", lambda: tmp_path)
+    monkeypatch.setattr(presets, "world_models_dir", lambda: tmp_path)
     (tmp_path / "guidance.json").write_text(json.dumps({"v2a": {
         "lr": 0.5, "per_clip": True,
         "from_steps": {"20": {"lr": 0.3, "_val": {"sync_f1": 1}}, "40": {"lr": 0.1, "window": [0, 1]}},
@@ -229,16 +230,15 @@ def test_world_guidance_from_steps_applies_at_and_above_its_step_count(
 def test_batch_config_takes_the_step_counts_pick(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import json
 
-    from avbridge import tasks
-    from avbridge.apps.batch import BatchSettings, _task_config
+    from avbridge.apps.batch import BatchSettings, task_settings
 
-    monkeypatch.setattr(registry, "world_models_dir", lambda: tmp_path)
+    monkeypatch.setattr(presets, "world_models_dir", lambda: tmp_path)
     entry = {"lr": 0.5, "from_steps": {"20": {"lr": 0.3}}}
     (tmp_path / "guidance.json").write_text(json.dumps({"v2a": entry}))
-    cfg = _task_config(tasks, BatchSettings(task="v2a", out_dir=tmp_path, steps=25))
+    cfg = task_settings(BatchSettings(task="v2a", out_dir=tmp_path, steps=25)).config
     assert (cfg.steps, cfg.lr) == (25, 0.3)
-    cfg = _task_config(tasks, BatchSettings(task="v2a", out_dir=tmp_path, steps=10))
+    cfg = task_settings(BatchSettings(task="v2a", out_dir=tmp_path, steps=10)).config
     assert (cfg.steps, cfg.lr) == (10, 0.5)
     # explicit other models: the paper's settings, whatever the step count
-    cfg = _task_config(tasks, BatchSettings(task="v2a", out_dir=tmp_path, steps=25, preset="paper"))
-    assert cfg.lr == tasks.default_config("v2a").lr
+    cfg = task_settings(BatchSettings(task="v2a", out_dir=tmp_path, steps=25, preset="paper")).config
+    assert cfg.lr == presets.default_config("v2a").lr

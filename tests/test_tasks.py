@@ -9,7 +9,8 @@ from avbridge.align import AlignConfig
 from avbridge.errors import AvbridgeError
 from avbridge.io.media import Audio, Image, Video
 from avbridge.models.captioners import BinderZeroShotCaptioner
-from avbridge.tasks import Components, a2i, a2v, default_config, i2a, joint, v2a
+from avbridge.presets import default_config
+from avbridge.tasks import Components, a2i, a2v, i2a, joint, v2a
 from conftest import FakeBinder, FakeGenerator
 
 SEEDS = range(3)

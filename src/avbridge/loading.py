@@ -22,37 +22,26 @@ import json
 import os
 import re
 import socket
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from avbridge import presets
 from avbridge.errors import AvbridgeError, CheckpointError
-from avbridge.models.binders.base import ClipSpec
-from avbridge.tasks import Components
-
-PRESETS = ("world", "tiny-random", "paper")
-
-#: The paper's models by hub id.
-PAPER_AUDIO = "cvssp/audioldm-m-full"
-PAPER_VIDEO_BASE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-PAPER_MOTION_ADAPTER = "guoyww/animatediff-motion-adapter-v1-5-2"
-
-#: Clip layout of the binder in the paper preset (the authors' V2A code: 1-s clips, 2 frames each).
-PAPER_BINDER_CLIPS = ClipSpec(duration_s=1.0, count=None, frames_per_clip=2)
-
-TINY_RANDOM_NOTE = (
-    "tiny-random models: tiny untrained networks, the outputs are noise (for tests and smoke runs)"
+from avbridge.models.components import Components
+from avbridge.presets import (
+    PAPER_AUDIO,
+    PAPER_BINDER_CLIPS,
+    PAPER_MOTION_ADAPTER,
+    PAPER_VIDEO_BASE,
+    PRESETS,
+    TINY_BINDER,
+    WORLD_PARTS,
 )
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-def world_models_dir() -> Path:
-    """Where the embedded world's shipped models live (inside the installed package)."""
-    return Path(__file__).resolve().parents[1] / "world" / "models"
 
 
 @dataclass(frozen=True)
@@ -67,10 +56,10 @@ class Source:
         return Path(self.value).expanduser()
 
 
-def classify(value: str | os.PathLike[str], presets: tuple[str, ...] = PRESETS) -> Source:
+def classify(value: str | os.PathLike[str], names: tuple[str, ...] = tuple(PRESETS)) -> Source:
     """Decide whether ``value`` names a preset, an existing local file/folder, or a hub id."""
     s = str(value)
-    if s in presets:
+    if s in names:
         return Source("preset", s)
     p = Path(s).expanduser()
     if p.is_dir():
@@ -83,7 +72,7 @@ def classify(value: str | os.PathLike[str], presets: tuple[str, ...] = PRESETS) 
         raise CheckpointError(s, "no such file or folder")
     raise CheckpointError(
         s,
-        f"not a preset ({', '.join(presets)}), an existing local folder, or a hub id of the form owner/name",
+        f"not a preset ({', '.join(names)}), an existing local folder, or a hub id of the form owner/name",
     )
 
 
@@ -126,16 +115,24 @@ def resolve_hub(repo_id: str) -> str:
 # ----------------------------------------------------------------------------- loaders
 
 
+def quiet_libraries() -> None:
+    """Keep transformers/diffusers weight-loading bars and info logs off the terminal: a run
+    shows avbridge's own progress bar and result line (their warnings and errors still show)."""
+    try:
+        from diffusers.utils import logging as dlog
+        from transformers.utils import logging as tlog
+    except ImportError:
+        return
+    for log in (tlog, dlog):
+        log.set_verbosity_error()
+        log.disable_progress_bar()
+
+
 def _place(model: Any, device: str, dtype: torch.dtype) -> Any:
     """Move a freshly built model unless it already is where it should be (CPU float32)."""
     if torch.device(device) == torch.device("cpu") and dtype == torch.float32:
         return model
     return model.to(device=device, dtype=dtype)
-
-
-#: The tiny random binder: 32x32 vision, 4 frames per clip, 0.5-s clips tiled over the input
-#: (matches the tiny generators' 32x32, 8-fps output and keeps tests fast).
-TINY_BINDER = ("tiny-32", ClipSpec(duration_s=0.5, count=None, frames_per_clip=4))
 
 
 def _audio_cls() -> Any:
@@ -158,83 +155,8 @@ def _binder_cls() -> Any:
     return ImageBindBinder
 
 
-#: The shipped world models: folder -> the file whose presence means the folder is complete
-#: (the trainer writes it last).
-WORLD_PARTS: dict[str, str] = {
-    "audioldm": "model_index.json",
-    "animatediff": "model_index.json",
-    "image": "model_index.json",
-    "binder": "model.safetensors",
-    "captioner": "config.json",
-}
-
-
-def world_guidance(steps: int | None = None) -> dict[str, dict[str, Any]]:
-    """The world models' tuned AlignConfig fields per task (``models/guidance.json``; ``{}``
-    when absent). Lists become tuples (``window``); keys starting with ``_`` are notes.
-
-    A task's ``from_steps`` maps a step count to the fields chosen for runs of at least
-    that many steps (more guided updates want a smaller step): with ``steps`` given, the
-    entry with the largest such count not above ``steps`` is applied over the task's base
-    fields, which were chosen at fewer steps.
-    """
-    path = world_models_dir() / "guidance.json"
-    if not path.is_file():
-        return {}
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise CheckpointError(path, f"unreadable guidance settings: {e}") from e
-    out: dict[str, dict[str, Any]] = {}
-    for task, fields in raw.items():
-        if task.startswith("_"):
-            continue
-        if task not in TASK_NEEDS or not isinstance(fields, dict):
-            raise CheckpointError(path, f"unknown task {task!r} or malformed entry")
-        by_steps = fields.get("from_steps", {})
-        try:
-            by_steps = {int(k): v for k, v in by_steps.items()}
-            if any(k < 1 or not isinstance(v, dict) for k, v in by_steps.items()):
-                raise ValueError
-        except (AttributeError, TypeError, ValueError):
-            raise CheckpointError(path, f"{task}: from_steps must map step counts to settings") from None
-        chosen = _guidance_fields(path, task, {k: v for k, v in fields.items() if k != "from_steps"})
-        for n in sorted(by_steps):
-            extra = _guidance_fields(path, f"{task} from_steps {n}", by_steps[n])
-            if steps is not None and n <= steps:
-                chosen = {**chosen, **extra}
-        out[task] = chosen
-    return out
-
-
-def _guidance_fields(path: Path, where: str, fields: dict[str, Any]) -> dict[str, Any]:
-    """AlignConfig fields of one guidance.json entry, notes (``_``) dropped."""
-    import dataclasses
-
-    from avbridge.align import AlignConfig
-    from avbridge.align.losses import LossWeights
-
-    known = {f.name for f in dataclasses.fields(AlignConfig)} - {"steps"}
-    bad = sorted(k for k in fields if not k.startswith("_") and k not in known)
-    if bad:
-        raise CheckpointError(path, f"{where}: unknown setting(s) {', '.join(bad)}")
-    weights = fields.get("weights", {})
-    pairs = {f.name for f in dataclasses.fields(LossWeights)}
-    if not isinstance(weights, dict) or not set(weights) <= pairs or not all(
-        isinstance(v, (int, float)) for v in weights.values()
-    ):
-        raise CheckpointError(path, f"{where}: weights must map {', '.join(sorted(pairs))} to numbers")
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items() if not k.startswith("_")}
-
-
-def world_models_missing() -> list[str]:
-    """The embedded world's model folders that are absent or incomplete in this install."""
-    d = world_models_dir()
-    return [name for name, marker in WORLD_PARTS.items() if not (d / name / marker).is_file()]
-
-
 def _require_world(sub: str) -> Path:
-    d = world_models_dir() / sub
+    d = presets.world_models_dir() / sub
     if not (d / WORLD_PARTS[sub]).is_file():
         state = "incomplete" if d.is_dir() else "not shipped"
         raise AvbridgeError(
@@ -334,7 +256,7 @@ def load_binder(source: str | None, preset: str, *, device: str, dtype: torch.dt
             "(official checkpoint, CC BY-NC-SA 4.0; it has no hub id)",
         )
     src = (
-        classify(source, PRESETS + ("tiny", "tiny-32", "small", "huge"))
+        classify(source, (*PRESETS, "tiny", "tiny-32", "small", "huge"))
         if source is not None
         else Source("preset", preset)
     )
@@ -424,16 +346,6 @@ def load_captioners(
 
 # ----------------------------------------------------------------------------- components
 
-#: What each task needs besides the binder.
-TASK_NEEDS: dict[str, tuple[str, ...]] = {
-    "v2a": ("audio",),
-    "i2a": ("audio",),
-    "a2v": ("video",),
-    "a2i": ("image",),
-    "joint": ("audio", "video"),
-}
-
-
 def load_components(
     preset: str = "world",
     *,
@@ -446,14 +358,18 @@ def load_components(
     dtype: torch.dtype = torch.float32,
     need: tuple[str, ...] | list[str] | None = None,
     seed: int = 0,
+    guidance_decoder: str | list[str] | None = None,
 ) -> Components:
     """Load every model of a run once, outside any sampling call, into ``tasks.Components``.
 
     ``need`` limits loading to some generators ("audio", "video", "image"; default all, see
-    :data:`TASK_NEEDS`); the binder and captioners are always loaded. ``seed`` seeds the
+    ``avbridge.tasks.TASKS``); the binder and captioners are always loaded. ``seed`` seeds the
     tiny random weights of the ``tiny-random`` preset (:func:`preset_note` says when the
-    outputs are noise).
+    outputs are noise). ``guidance_decoder`` (``"auto"`` or folders) gives the generators
+    small decoders for the guidance branch only
+    (:func:`avbridge.models.guidance_decoders.attach_guidance_decoders`).
     """
+    quiet_libraries()
     if preset not in PRESETS:
         raise AvbridgeError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     wanted = set(need) if need is not None else {"audio", "video", "image"}
@@ -474,6 +390,10 @@ def load_components(
             seed=seed,
             modality="image",
         )
+    if guidance_decoder:
+        from avbridge.models.guidance_decoders import attach_guidance_decoders
+
+        attach_guidance_decoders(guidance_decoder, preset, [audio, video, image], seed=seed)
     audio_cap, visual_cap = load_captioners(captioner, preset, b, device=device, own_binder=binder is None)
     return Components(
         binder=b,
@@ -485,20 +405,3 @@ def load_components(
     )
 
 
-#: The options that take a generator or binder from elsewhere than the preset.
-MODEL_OPTIONS = ("audio_model", "video_model", "image_model", "binder")
-
-
-def guidance_preset(preset: str | None, options: Mapping[str, Any]) -> str | None:
-    """The preset whose tuned guidance settings apply (``tasks.default_config(task, preset)``):
-    ``preset`` when none of ``options``' :data:`MODEL_OPTIONS` is set, else ``None`` (the paper's)."""
-    return None if any(options.get(k) is not None for k in MODEL_OPTIONS) else preset
-
-
-def preset_note(preset: str, *sources: str | None) -> str | None:
-    """A plain warning when some of the models are tiny random ones (their outputs are noise)."""
-    if preset == "tiny-random" and all(s is None or s == "tiny-random" for s in sources):
-        return TINY_RANDOM_NOTE
-    if preset == "tiny-random" or any(s in ("tiny-random", "tiny") for s in sources):
-        return "some models are tiny random ones: their outputs are noise"
-    return None

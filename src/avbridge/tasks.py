@@ -8,10 +8,10 @@ of the condition (else empty), and it is the same for guided and vanilla runs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import Any
 
 from avbridge.align import AlignConfig, AlignTrace, Condition, ProgressFn, align, align_joint
-from avbridge.align.losses import LossWeights
 from avbridge.errors import AvbridgeError
 from avbridge.io.convert import (
     audio_to_tensor,
@@ -22,25 +22,9 @@ from avbridge.io.convert import (
     video_to_tensor,
 )
 from avbridge.io.media import Audio, Image, Video, mux_audio
-from avbridge.models.binders.base import Binder
 from avbridge.models.captioners import Captioner
+from avbridge.models.components import Components
 from avbridge.models.generators.base import Generator, MediaSpec
-
-
-@dataclass
-class Components:
-    """Everything the tasks need; ``avbridge.models.loading.load_components`` builds it.
-
-    ``visual_captioner`` captions videos/images (vanilla V2A/I2A prompts);
-    ``audio_captioner`` captions audio (vanilla A2V/A2I prompts).
-    """
-
-    binder: Binder
-    audio: Generator | None = None
-    video: Generator | None = None
-    image: Generator | None = None
-    audio_captioner: Captioner | None = None
-    visual_captioner: Captioner | None = None
 
 
 @dataclass
@@ -52,45 +36,90 @@ class TaskResult:
     trace: AlignTrace
 
 
-def default_config(task: str, preset: str | None = None, steps: int | None = None) -> AlignConfig:
-    """The paper's settings per task, or a preset's own where it ships them.
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task: what it reads and writes, which generators it needs, the paper's settings.
 
-    V2A/I2A: 30 steps, lr 0.1 on AudioLDM latents, CFG 2.5, guided after the first 20%.
-    A2V/A2I: 25 steps, lr 0.01 on AnimateDiff/SD latents, CFG 7.5, prompt tuning on.
-    Joint: 25 steps, lr 0.1 (audio) / 0.01 (video), prompt tuning on for both.
-
-    ``steps`` replaces the task's step count. ``preset="world"``: the embedded world's
-    models ship ``guidance.json`` beside their weights, settings chosen on the world's
-    validation split for those models and for the step count
-    (``scripts/tune_world_guidance.py``); its fields replace the paper's.
+    ``input_kind``: "video", "image", "audio" or None (joint: a prompt only);
+    ``outputs``: output extension -> what is written there (the CLI's formats);
+    ``needs``: generators besides the binder ("audio", "video", "image");
+    ``paper``: AlignConfig fields from the paper (steps, CFG scale, lr, window, prompt lr).
     """
-    base = _paper_config(task)
-    if steps is not None:
-        base = replace(base, steps=steps)
-    if preset == "world":
-        from avbridge.models.loading import world_guidance
 
-        fields = world_guidance(steps=base.steps).get(task, {})
-        if fields:
-            base = replace(base, **fields)
-    return base
+    name: str
+    summary: str
+    input_kind: str | None
+    output_kind: str
+    outputs: dict[str, str]
+    needs: tuple[str, ...]
+    paper: dict[str, Any]
+
+    def paper_config(self) -> AlignConfig:
+        """The paper's settings of this task as an AlignConfig."""
+        return AlignConfig(**self.paper)
 
 
-def _paper_config(task: str) -> AlignConfig:
-    if task in ("v2a", "i2a"):
-        return AlignConfig(steps=30, lr=0.1, guidance_scale=2.5, window=(0.2, 1.0))
-    if task in ("a2v", "a2i"):
-        return AlignConfig(steps=25, lr=0.01, guidance_scale=7.5, window=(0.2, 1.0), prompt_lr=0.01)
-    if task == "joint":
-        return AlignConfig(
-            steps=25,
-            lr={"audio": 0.1, "visual": 0.01},
-            guidance_scale={"audio": 2.5, "visual": 7.5},
-            window=(0.2, 1.0),
-            prompt_lr=0.01,
-            weights=LossWeights(),
+_AUDIO_OUT = {".wav": "the generated audio", ".flac": "the generated audio"}
+#: V2A/I2A guide AudioLDM (lr 0.1, CFG 2.5); A2V/A2I guide AnimateDiff/SD (lr 0.01, CFG 7.5)
+#: with guided prompt tuning; joint guides both. Guidance after the first 20% of the steps.
+_AUDIO_PAPER = dict(steps=30, lr=0.1, guidance_scale=2.5, window=(0.2, 1.0))
+_VISUAL_PAPER = dict(steps=25, lr=0.01, guidance_scale=7.5, window=(0.2, 1.0), prompt_lr=0.01)
+
+TASKS: dict[str, TaskSpec] = {
+    "v2a": TaskSpec(
+        "v2a", "video-to-audio: generate a soundtrack for a video", "video", "audio",
+        {**_AUDIO_OUT, ".mp4": "the input video with the generated audio as its sound track"},
+        ("audio",), _AUDIO_PAPER,
+    ),
+    "i2a": TaskSpec(
+        "i2a", "image-to-audio: generate a sound that fits an image", "image", "audio",
+        dict(_AUDIO_OUT), ("audio",), _AUDIO_PAPER,
+    ),
+    "a2v": TaskSpec(
+        "a2v", "audio-to-video: generate a video for a sound", "audio", "video",
+        {".mp4": "the generated video with the input audio as its sound track",
+         ".gif": "the generated video frames (no sound)"},
+        ("video",), _VISUAL_PAPER,
+    ),
+    "a2i": TaskSpec(
+        "a2i", "audio-to-image: generate an image for a sound", "audio", "image",
+        {".png": "the generated image", ".gif": "the generated image"}, ("image",), _VISUAL_PAPER,
+    ),
+    "joint": TaskSpec(
+        "joint", "joint text-to-video+audio: generate a video and its sound together from a prompt",
+        None, "video", {".mp4": "the generated video with the generated audio"}, ("audio", "video"),
+        dict(steps=25, lr={"audio": 0.1, "visual": 0.01}, guidance_scale={"audio": 2.5, "visual": 7.5},
+             window=(0.2, 1.0), prompt_lr=0.01),
+    ),
+}
+
+#: The shortest condition that carries one: the binder needs a clip of sound or motion.
+MIN_INPUT_S = 0.5
+MIN_VIDEO_FRAMES = 2
+
+
+def check_condition(task: str, media: Audio | Video | Image, source: str | None = None) -> None:
+    """Refuse a condition too short to carry anything (AvbridgeError naming ``source`` and the
+    minimum): video needs ``MIN_VIDEO_FRAMES`` frames and ``MIN_INPUT_S`` s, audio ``MIN_INPUT_S`` s."""
+    where = f"{source}: " if source else ""
+    if isinstance(media, Video):
+        n = int(media.frames.shape[0])
+        if n < MIN_VIDEO_FRAMES or media.duration_s < MIN_INPUT_S:
+            raise AvbridgeError(
+                f"{where}video too short for {task} ({n} frame(s), {media.duration_s:.3g} s); "
+                f"the minimum is {MIN_VIDEO_FRAMES} frames and {MIN_INPUT_S:g} s"
+            )
+    elif isinstance(media, Audio) and media.duration_s < MIN_INPUT_S:
+        raise AvbridgeError(
+            f"{where}audio too short for {task} ({media.duration_s:.3g} s); the minimum is {MIN_INPUT_S:g} s"
         )
-    raise ValueError(f"unknown task {task!r}")
+
+
+def paper_config(task: str) -> AlignConfig:
+    """The paper's settings of ``task`` (no preset, no user options)."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}")
+    return TASKS[task].paper_config()
 
 
 def _need(gen: Generator | None, what: str, task: str) -> Generator:
@@ -129,7 +158,7 @@ def _audio_task(
     text = _prompt(prompt, components.visual_captioner, cond_media)
     spec = gen.default_spec(duration_s)
     res = align(gen, components.binder, spec=spec, condition=condition, prompt=text,
-                config=config or default_config(task), seed=seed, guided=guided, progress=progress)
+                config=config or paper_config(task), seed=seed, guided=guided, progress=progress)
     return TaskResult(_to_audio(gen, res.media["audio"], duration_s), text, res.trace)
 
 
@@ -144,6 +173,7 @@ def v2a(
     progress: ProgressFn | None = None,
 ) -> TaskResult:
     """Video -> Audio of the video's duration (mux it with ``media.mux_audio`` if wanted)."""
+    check_condition("v2a", video)
     cond = Condition("video", video_to_tensor(video), rate=video.fps)
     return _audio_task("v2a", cond, video, video.duration_s, components, prompt=prompt, guided=guided,
                        seed=seed, config=config, progress=progress)
@@ -180,11 +210,12 @@ def a2v(
 ) -> TaskResult:
     """Audio -> Video as long as the audio (fps and size from the generator), audio muxed in."""
     gen = _need(components.video, "a video", "a2v")
+    check_condition("a2v", audio)
     text = _prompt(prompt, components.audio_captioner, audio)
     spec = gen.default_spec(audio.duration_s)
     cond = Condition("audio", audio_to_tensor(audio), rate=audio.sample_rate)
     res = align(gen, components.binder, spec=spec, condition=cond, prompt=text,
-                config=config or default_config("a2v"), seed=seed, guided=guided, progress=progress)
+                config=config or paper_config("a2v"), seed=seed, guided=guided, progress=progress)
     video = tensor_to_video(res.media["visual"], float(spec.fps or 8.0))
     return TaskResult(mux_audio(video, audio), text, res.trace)
 
@@ -209,10 +240,11 @@ def a2i(
         if as_image is None:
             raise AvbridgeError("a2i needs an image generator; none is configured")
         gen = as_image()
+    check_condition("a2i", audio)
     text = _prompt(prompt, components.audio_captioner, audio)
     cond = Condition("audio", audio_to_tensor(audio), rate=audio.sample_rate)
     res = align(gen, components.binder, spec=gen.default_spec(None), condition=cond, prompt=text,
-                config=config or default_config("a2i"), seed=seed, guided=guided, progress=progress)
+                config=config or paper_config("a2i"), seed=seed, guided=guided, progress=progress)
     return TaskResult(tensor_to_image(res.media["visual"]), text, res.trace)
 
 
@@ -234,7 +266,7 @@ def joint(
     vspec = gv.default_spec(duration_s)
     aspec = ga.default_spec(duration_s)
     res = align_joint(ga, gv, components.binder, audio_spec=aspec, video_spec=vspec, prompt=prompt,
-                      config=config or default_config("joint"), seed=seed, guided=guided,
+                      config=config or paper_config("joint"), seed=seed, guided=guided,
                       progress=progress)
     video = tensor_to_video(res.media["visual"], float(vspec.fps or 8.0))
     audio = _to_audio(ga, res.media["audio"], duration_s)
@@ -247,7 +279,10 @@ __all__ = [
     "TaskResult",
     "a2i",
     "a2v",
-    "default_config",
+    "TASKS",
+    "TaskSpec",
+    "check_condition",
+    "paper_config",
     "i2a",
     "joint",
     "v2a",

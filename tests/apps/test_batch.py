@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import batch_fake_tasks
 import numpy as np
 import pytest
 
@@ -25,7 +26,9 @@ from avbridge.io import longform
 from avbridge.io.media import TMP_PREFIX, Audio, Video, read_audio, read_video, write_audio, write_video
 
 TESTS = Path(__file__).resolve().parent
-SRC = TESTS.parent / "src"
+SRC = TESTS.parents[1] / "src"
+FAKE_MAIN = TESTS / "batch_fake_main.py"
+FAKES = {"tasks": batch_fake_tasks, "load": batch_fake_tasks.load_components}
 
 
 def _video(path: Path, seconds: float, fps: float = 4.0, value: int = 0, size: int = 16) -> Path:
@@ -37,7 +40,7 @@ def _video(path: Path, seconds: float, fps: float = 4.0, value: int = 0, size: i
 
 def _settings(out: Path, task: str = "v2a", **kw) -> BatchSettings:
     kw.setdefault("progress", False)
-    return BatchSettings(task=task, out_dir=out, task_module="batch_fake_tasks", **kw)
+    return BatchSettings(task=task, out_dir=out, **kw)
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -50,15 +53,12 @@ def _env(**extra: str) -> dict[str, str]:
 def _cli(manifest: Path, out: Path, *args: str) -> list[str]:
     return [
         sys.executable,
-        "-m",
-        "avbridge.apps.batch",
+        str(FAKE_MAIN),
         "v2a",
         "--manifest",
         str(manifest),
         "--out",
         str(out),
-        "--task-module",
-        "batch_fake_tasks",
         "--no-progress",
         *args,
     ]
@@ -119,7 +119,7 @@ def test_bad_item_is_recorded_and_others_succeed(tmp_path, clips):
     (clips / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom" + b"\x00" * 40)
     out = tmp_path / "out"
     items = load_manifest(clips, "v2a")
-    s = run_batch(items, _settings(out), log=lambda m: None)
+    s = run_batch(items, _settings(out), log=lambda m: None, **FAKES)
     assert (s.done, s.failed, s.skipped) == (5, 1, 0)
     res = read_results(out)
     assert res["broken"]["status"] == "failed"
@@ -138,13 +138,13 @@ def test_rerun_skips_done_and_retries_failed_when_asked(tmp_path, clips):
     (clips / "broken.mp4").write_text("garbage")
     out = tmp_path / "out"
     items = load_manifest(clips, "v2a")
-    run_batch(items, _settings(out), log=lambda m: None)
+    run_batch(items, _settings(out), log=lambda m: None, **FAKES)
     mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("*.wav")}
-    s = run_batch(items, _settings(out), log=lambda m: None)
+    s = run_batch(items, _settings(out), log=lambda m: None, **FAKES)
     assert (s.done, s.failed, s.skipped) == (0, 0, 6)
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.wav")} == mtimes
     _video(clips / "broken.mp4", 1.0)  # the user fixes the file
-    s = run_batch(items, _settings(out, retry_failed=True), log=lambda m: None)
+    s = run_batch(items, _settings(out, retry_failed=True), log=lambda m: None, **FAKES)
     assert (s.done, s.failed, s.skipped) == (1, 0, 5)
     assert read_results(out)["broken"]["status"] == "done"
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.wav") if p.name != "broken.wav"} == mtimes
@@ -200,12 +200,12 @@ def test_killed_run_resumes_without_loss_or_rework(tmp_path, clips):
 def test_torn_results_line_is_ignored_and_kept_separate(tmp_path, clips):
     out = tmp_path / "out"
     items = load_manifest(clips, "v2a")[:2]
-    run_batch(items, _settings(out), log=lambda m: None)
+    run_batch(items, _settings(out), log=lambda m: None, **FAKES)
     shard = out / "results.r0.jsonl"
     with open(shard, "ab") as fh:
         fh.write(b'{"id": "clip0", "status": "fai')  # a kill in the middle of an append
     (out / "clip1.wav").unlink()
-    run_batch(items, _settings(out), log=lambda m: None)
+    run_batch(items, _settings(out), log=lambda m: None, **FAKES)
     res = read_results(out)
     assert res["clip0"]["status"] == "done" and res["clip1"]["status"] == "done"
     assert len([r for r in _records(out) if r["id"] == "clip1" and r["status"] == "done"]) == 2
@@ -280,7 +280,6 @@ def test_video_crossfade_and_lengths():
 
 @pytest.mark.parametrize("task", ["v2a", "a2v"])
 def test_thirty_second_input_in_windows(tmp_path, task):
-    import batch_fake_tasks
 
     if task == "v2a":
         _video(tmp_path / "long.mp4", 30.0, fps=2.0, size=8)
@@ -291,7 +290,7 @@ def test_thirty_second_input_in_windows(tmp_path, task):
     out = tmp_path / "out"
     batch_fake_tasks.CALLS.clear()
     items = load_manifest(tmp_path, task)
-    s = run_batch(items, _settings(out, task=task, window_s=10.0, overlap_s=2.0), log=lambda m: None)
+    s = run_batch(items, _settings(out, task=task, window_s=10.0, overlap_s=2.0), log=lambda m: None, **FAKES)
     assert s.done == 1
     assert [round(d, 3) for _, d in batch_fake_tasks.CALLS] == [10.0, 10.0, 10.0, 10.0]
     if task == "v2a":
@@ -330,7 +329,8 @@ def test_joint_long_prompt_in_windows(tmp_path):
     (tmp_path / "p.jsonl").write_text('{"id": "dog", "prompt": "a dog barks", "duration": 25}\n')
     out = tmp_path / "out"
     items = load_manifest(tmp_path / "p.jsonl", "joint")
-    s = run_batch(items, _settings(out, task="joint", window_s=10.0, overlap_s=1.0), log=lambda m: None)
+    settings = _settings(out, task="joint", window_s=10.0, overlap_s=1.0)
+    s = run_batch(items, settings, log=lambda m: None, **FAKES)
     assert s.done == 1
     v = read_video(out / "dog.mp4", need_audio=True)
     assert v.duration_s == pytest.approx(25.0) and v.audio.duration_s == pytest.approx(25.0, abs=0.07)

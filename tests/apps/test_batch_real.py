@@ -17,7 +17,7 @@ from avbridge.apps.batch import BatchSettings, load_manifest, read_results, run_
 from avbridge.io.media import Video, read_audio, write_video
 
 tasks = pytest.importorskip("avbridge.tasks")
-registry = pytest.importorskip("avbridge.models.loading")
+registry = pytest.importorskip("avbridge.loading")
 
 
 @pytest.fixture(scope="module")

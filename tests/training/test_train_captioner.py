@@ -17,7 +17,7 @@ MODELS = Path(__file__).resolve().parents[2] / "src" / "avbridge" / "world" / "m
 def test_captioner_stage_fits_heads_for_the_binder_in_models(tmp_path, monkeypatch) -> None:
     from avbridge.errors import AvbridgeError
     from avbridge.models.captioners import ProbeCaptioner
-    from avbridge.models.loading import load_captioners
+    from avbridge.loading import load_captioners
     from avbridge.world.scene import render_clip, split_seeds
 
     if not (MODELS / "binder").is_dir():

@@ -610,7 +610,7 @@ def export_image_model(animatediff: Path, out: Path) -> None:
     from diffusers import UNetMotionModel
 
     from avbridge.models.generators.animatediff import unet2d_from_motion
-    from avbridge.models.loading import world_format
+    from avbridge.loading import world_format
 
     unet = UNetMotionModel.from_pretrained(animatediff / "unet", torch_dtype=torch.float32)
     out.mkdir(parents=True, exist_ok=True)
@@ -631,7 +631,7 @@ def stage_video_unet(args) -> dict:
     from transformers import CLIPTextModel
 
     from avbridge.models.generators._common import vae_to_unet_latents
-    from avbridge.models.loading import world_format
+    from avbridge.loading import world_format
 
     dev = args.device
     root = args.models / "animatediff"

@@ -25,10 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import dataclasses
 import hashlib
-import importlib
-import inspect
 import io
 import json
 import os
@@ -60,14 +57,13 @@ from avbridge.io.media import (
     read_video,
     write_output,
 )
+from avbridge.presets import Settings, resolve_settings
+from avbridge.tasks import TASKS as TASK_TABLE
+from avbridge.tasks import check_condition
 
-#: task -> (input kind or None, output kind, default output extension)
+#: task -> (input kind or None, output kind, default output extension), from ``avbridge.tasks.TASKS``
 TASKS: dict[str, tuple[str | None, str, str]] = {
-    "v2a": ("video", "audio", ".wav"),
-    "i2a": ("image", "audio", ".wav"),
-    "a2v": ("audio", "video", ".mp4"),
-    "a2i": ("audio", "image", ".png"),
-    "joint": (None, "video", ".mp4"),
+    name: (spec.input_kind, spec.output_kind, next(iter(spec.outputs))) for name, spec in TASK_TABLE.items()
 }
 
 _INPUT_EXTS = {"video": VIDEO_EXTS, "image": IMAGE_EXTS, "audio": AUDIO_EXTS}
@@ -355,7 +351,6 @@ class BatchSettings:
     retry_failed: bool = False
     force: bool = False
     progress: bool = True
-    task_module: str = "avbridge.tasks"
     max_duration_s: float = 3600.0
 
     @property
@@ -405,33 +400,23 @@ def dist_context() -> tuple[int, int, Any]:
     return state.process_index, state.num_processes, device
 
 
-def load_task_components(settings: BatchSettings, device: Any, tasks_mod: Any = None) -> Any:
-    """Components of the preset and model options, loaded once per process.
-
-    From ``avbridge.models.loading.load_components``, unless the task module brings its own
-    ``load_components`` (a custom ``--task-module``). ``settings.device`` wins over the
-    process's accelerate device; keyword arguments the loader does not take are dropped.
-    """
-    load_components = getattr(tasks_mod, "load_components", None)
-    needs = None
-    if load_components is None:
-        from avbridge.models import loading as registry
-
-        load_components = registry.load_components
-        needs = getattr(registry, "TASK_NEEDS", {}).get(settings.task)
+def load_task_components(settings: BatchSettings, device: Any, load: Callable[..., Any] | None = None) -> Any:
+    """Components of the preset and model options, loaded once per process with ``load``
+    (default ``avbridge.loading.load_components``). ``settings.device`` wins over the
+    process's accelerate device."""
+    if load is None:
+        from avbridge.loading import load_components as load
     dev = settings.device or (None if device is None else str(device))
     if dev == "auto" or dev is None:
         import torch
 
         dev = "cuda" if torch.cuda.is_available() else "cpu"
-    kwargs: dict[str, Any] = dict(settings.models, device=dev)
-    if needs is not None:
-        kwargs["need"] = needs
+    kwargs: dict[str, Any] = dict(settings.models, device=dev, need=TASK_TABLE[settings.task].needs)
     if settings.dtype != "float32":
         import torch
 
         kwargs["dtype"] = getattr(torch, settings.dtype)
-    return load_components(settings.preset, **_accepted(load_components, kwargs))
+    return load(settings.preset, **kwargs)
 
 
 def _native_window(components: Any, output_kind: str) -> float | None:
@@ -446,24 +431,11 @@ def _native_window(components: Any, output_kind: str) -> float | None:
     return None
 
 
-def _task_config(tasks_mod: Any, settings: BatchSettings) -> Any:
-    default = getattr(tasks_mod, "default_config", None)
-    if callable(default):
-        from avbridge.models.loading import guidance_preset
-
-        kw: dict[str, Any] = {}
-        params = inspect.signature(default).parameters  # task modules may not take these
-        if "preset" in params:
-            kw["preset"] = guidance_preset(settings.preset, settings.models)
-        if "steps" in params and settings.steps is not None:
-            kw["steps"] = settings.steps
-        cfg = default(settings.task, **kw)
-        return cfg if settings.steps is None else dataclasses.replace(cfg, steps=settings.steps)
-    if settings.steps is None:
-        return None
-    from avbridge.align import AlignConfig
-
-    return AlignConfig(steps=settings.steps)
+def task_settings(settings: BatchSettings) -> Settings:
+    """The run's AlignConfig and where each value came from (``presets.resolve_settings``)."""
+    return resolve_settings(
+        settings.task, preset=settings.preset, steps=settings.steps, models=settings.models
+    )
 
 
 def _read_input(item: Item, kind: str, settings: BatchSettings) -> Media:
@@ -479,7 +451,8 @@ def run_item(
     item: Item,
     settings: BatchSettings,
     components: Any,
-    tasks_mod: Any,
+    tasks: Any,
+    config: Any,
     seed: int,
     window_s: float | None,
     timings: dict[str, float],
@@ -487,11 +460,13 @@ def run_item(
     """Generate one item's output media (long inputs in windows)."""
     task = settings.task
     in_kind, out_kind, _ = TASKS[task]
-    fn = getattr(tasks_mod, task)
+    fn = getattr(tasks, task)
     prompt = item.prompt if item.prompt is not None else settings.prompt
-    common = {"guided": settings.guided, "config": _task_config(tasks_mod, settings)}
+    common = {"guided": settings.guided, "config": config}
     t0 = time.perf_counter()
     cond = _read_input(item, in_kind, settings) if in_kind is not None else None
+    if cond is not None:
+        check_condition(task, cond, str(item.input))
     timings["read_s"] = round(time.perf_counter() - t0, 4)
 
     t0 = time.perf_counter()
@@ -499,20 +474,18 @@ def run_item(
         kwargs = dict(common, prompt=prompt, seed=seed)
         if task == "i2a" and (item.duration_s or settings.duration_s):
             kwargs["duration_s"] = item.duration_s or settings.duration_s
-        out = fn(cond, components, **_accepted(fn, kwargs)).media
+        out = fn(cond, components, **kwargs).media
     else:
         if task == "joint":
             total = item.duration_s or settings.duration_s or 2.0
 
             def gen(part, w, s):
-                return fn(
-                    prompt, components, duration_s=w.duration_s, **_accepted(fn, dict(common, seed=s))
-                ).media
+                return fn(prompt, components, duration_s=w.duration_s, seed=s, **common).media
         else:
             total = cond.duration_s
 
             def gen(part, w, s):
-                return fn(part, components, **_accepted(fn, dict(common, prompt=prompt, seed=s))).media
+                return fn(part, components, prompt=prompt, seed=s, **common).media
 
         out = longform.generate_windowed(
             gen,
@@ -527,17 +500,6 @@ def run_item(
     if settings.out_ext == ".mp4" and isinstance(out, Audio) and isinstance(cond, Video):
         out = mux_audio(cond, out)  # v2a into .mp4: the input video with its new soundtrack
     return out
-
-
-def _accepted(fn: Callable, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Drop keyword arguments ``fn`` does not take (e.g. ``duration_s`` where a task has none)."""
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return kwargs
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return kwargs
-    return {k: v for k, v in kwargs.items() if k in params}
 
 
 def _one_line(exc: BaseException) -> str:
@@ -567,8 +529,13 @@ def run_batch(
     components: Any = None,
     device: Any = None,
     log: Callable[[str], None] | None = None,
+    tasks: Any = None,
+    load: Callable[..., Any] | None = None,
 ) -> Summary:
-    """Run this process's shard of ``items``; returns its summary. See the module docstring."""
+    """Run this process's shard of ``items``; returns its summary. See the module docstring.
+
+    ``tasks`` holds the five task functions (default ``avbridge.tasks``) and ``load`` builds
+    the components (default ``avbridge.loading.load_components``): tests pass fakes here."""
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     out_dir = settings.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -598,11 +565,11 @@ def run_batch(
                 reason = "failed before (use --retry-failed)"
         todo.append((it, reason))
 
-    tasks_mod = None
-    if any(reason is None for _, reason in todo):
-        tasks_mod = importlib.import_module(settings.task_module)
-        if components is None:
-            components = load_task_components(settings, device, tasks_mod)
+    if tasks is None:
+        from avbridge import tasks
+    resolved = task_settings(settings)
+    if any(reason is None for _, reason in todo) and components is None:
+        components = load_task_components(settings, device, load)
     window_s = settings.window_s
     if window_s is None and components is not None:
         window_s = _native_window(components, out_kind)
@@ -659,11 +626,11 @@ def run_batch(
                     raise AvbridgeError(it.error)
                 out_path = out_dir / (it.id + ext)
                 ensure_not_input(out_path, [it.input])
-                media = run_item(it, settings, components, tasks_mod, seed, window_s, timings)
+                media = run_item(it, settings, components, tasks, resolved.config, seed, window_s, timings)
                 t1 = time.perf_counter()
                 write_output(out_path, media)
                 timings["write_s"] = round(time.perf_counter() - t1, 4)
-                rec.update(status="done", duration_s=_media_duration(media))
+                rec.update(status="done", duration_s=_media_duration(media), settings=resolved.record())
                 summary.done += 1
                 summary.generate_s += timings.get("generate_s", 0.0)
             except Exception as e:  # a bad item must not stop the run
@@ -806,10 +773,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--force", action="store_true", help="regenerate every item, even those already done")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--task-module", default="avbridge.tasks", help=argparse.SUPPRESS)
 
 
-def run_from_args(args: argparse.Namespace) -> int:
+def run_from_args(
+    args: argparse.Namespace, *, tasks: Any = None, load: Callable[..., Any] | None = None
+) -> int:
     """Run ``avbridge batch`` from parsed arguments. Exit code: 0 all done, 1 some failed, 130 interrupted."""
     settings = BatchSettings(
         task=args.task,
@@ -833,14 +801,13 @@ def run_from_args(args: argparse.Namespace) -> int:
         retry_failed=args.retry_failed,
         force=args.force,
         progress=not args.no_progress,
-        task_module=args.task_module,
         max_duration_s=args.max_duration,
     )
     if args.overlap_s < 0 or (args.window_s is not None and args.overlap_s >= args.window_s):
         raise AvbridgeError(f"--overlap {args.overlap_s} must be >= 0 and shorter than --window")
     items = load_manifest(args.manifest, args.task)
     rank, world, device = dist_context()
-    summary = run_batch(items, settings, rank=rank, world_size=world, device=device)
+    summary = run_batch(items, settings, rank=rank, world_size=world, device=device, tasks=tasks, load=load)
     if summary.interrupted:
         return 130
     return 1 if summary.failed else 0
@@ -860,13 +827,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m avbridge.apps.batch``: the batch command on its own (errors -> one line, exit 2)."""
+def main(argv: list[str] | None = None, *, tasks: Any = None, load: Callable[..., Any] | None = None) -> int:
+    """``python -m avbridge.apps.batch``: the batch command on its own (errors -> one line, exit 2).
+    ``tasks`` and ``load`` as in :func:`run_batch`."""
     parser = argparse.ArgumentParser(prog="avbridge batch", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        return run_from_args(args)
+        return run_from_args(args, tasks=tasks, load=load)
     except AvbridgeError as e:
         print(f"avbridge: error: {e}", file=sys.stderr)
         return e.exit_code

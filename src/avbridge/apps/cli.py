@@ -9,70 +9,19 @@ a minute. Every :class:`~avbridge.errors.AvbridgeError` becomes one line on stde
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
+import json
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from avbridge import __version__
+from avbridge import __version__, presets
 from avbridge.errors import AvbridgeError
+from avbridge.tasks import TASKS, TaskSpec, check_condition
 
-PRESETS = ("world", "tiny-random", "paper")
-
-
-@dataclass(frozen=True)
-class TaskInfo:
-    """What a task reads and what it can write."""
-
-    name: str
-    summary: str
-    input_kind: str | None  # "video", "image", "audio" or None (joint: prompt only)
-    outputs: dict[str, str]  # extension -> what is written there
-
-
-TASKS: dict[str, TaskInfo] = {
-    "v2a": TaskInfo(
-        "v2a",
-        "video-to-audio: generate a soundtrack for a video",
-        "video",
-        {
-            ".wav": "the generated audio",
-            ".flac": "the generated audio",
-            ".mp4": "the input video with the generated audio as its sound track",
-        },
-    ),
-    "i2a": TaskInfo(
-        "i2a",
-        "image-to-audio: generate a sound that fits an image",
-        "image",
-        {".wav": "the generated audio", ".flac": "the generated audio"},
-    ),
-    "a2v": TaskInfo(
-        "a2v",
-        "audio-to-video: generate a video for a sound",
-        "audio",
-        {
-            ".mp4": "the generated video with the input audio as its sound track",
-            ".gif": "the generated video frames (no sound)",
-        },
-    ),
-    "a2i": TaskInfo(
-        "a2i",
-        "audio-to-image: generate an image for a sound",
-        "audio",
-        {".png": "the generated image", ".gif": "the generated image"},
-    ),
-    "joint": TaskInfo(
-        "joint",
-        "joint text-to-video+audio: generate a video and its sound together from a prompt",
-        None,
-        {".mp4": "the generated video with the generated audio"},
-    ),
-}
+PRESETS = tuple(presets.PRESETS)
 
 
 # --------------------------------------------------------------------------- errors
@@ -283,6 +232,16 @@ def _add_sampling_options(p: argparse.ArgumentParser, *, takes_prompt: bool = Tr
         "UNet and the output stay in the models' dtype (default: off)",
     )
     a.add_argument(
+        "--guidance-decoder",
+        nargs="?",
+        const="auto",
+        metavar="auto|DIR",
+        help="decode for the binder with a small guidance decoder instead of the VAE (the output is "
+        "still decoded by the VAE): 'auto' (the default when given bare) = the preset's own (the "
+        "world's shipped audio decoder, TAESD for SD 1.5 video/images), or a folder written by "
+        "'avbridge distill-decoder' / an AutoencoderTiny folder or hub id (comma-separated for several)",
+    )
+    a.add_argument(
         "--per-clip",
         action="store_true",
         help="compare binder embeddings clip by clip (keeps timing) instead of pooled over the clip; "
@@ -290,7 +249,7 @@ def _add_sampling_options(p: argparse.ArgumentParser, *, takes_prompt: bool = Tr
     )
 
 
-def _add_output_options(p: argparse.ArgumentParser, info: TaskInfo) -> None:
+def _add_output_options(p: argparse.ArgumentParser, info: TaskSpec) -> None:
     exts = ", ".join(f"{e} = {what}" for e, what in info.outputs.items())
     p.add_argument(
         "-o", "--output", required=True, metavar="OUTPUT",
@@ -298,9 +257,14 @@ def _add_output_options(p: argparse.ArgumentParser, info: TaskInfo) -> None:
         f"{exts}",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
+    p.add_argument(
+        "--summary", metavar="JSON",
+        help="also write a JSON summary of the run: prompt, timings, binder losses and every setting "
+        "with where its value came from (paper, preset or option)",
+    )
 
 
-def _task_parser(sub: Any, info: TaskInfo) -> None:
+def _task_parser(sub: Any, info: TaskSpec) -> None:
     p = sub.add_parser(info.name, help=info.summary, description=info.summary, formatter_class=_Formatter)
     if info.input_kind is not None:
         p.add_argument(
@@ -326,9 +290,10 @@ def _task_parser(sub: Any, info: TaskInfo) -> None:
 def _demo_parser(sub: Any) -> None:
     p = sub.add_parser(
         "demo",
-        help="run joint generation and V2A on bundled examples; writes mp4 files and a contact sheet",
-        description="Runs joint generation and video-to-audio on examples of the embedded world "
-        "(guided and vanilla) and writes playable mp4 files plus a PNG contact sheet.",
+        help="the shipped settings, guided vs vanilla, on 4 bundled examples; mp4s, contact sheet, figures",
+        description="Runs V2A and A2V with the shipped settings, guided and vanilla, on the first 4 "
+        "bundled held-out examples of the embedded world, scores each output as `avbridge world bench` "
+        "does (sync F1, class) and writes playable mp4 files, a PNG contact sheet and summary.json.",
         formatter_class=_Formatter,
     )
     p.add_argument("--out", default="out/demo", metavar="DIR", help="folder for the demo outputs")
@@ -338,8 +303,10 @@ def _demo_parser(sub: Any) -> None:
         default=None,
         help="model set (default: 'world' if its models are shipped, else 'tiny-random')",
     )
-    p.add_argument("--steps", type=int, help="denoising steps (default: the demo's)")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--steps", type=int, help="denoising steps (default: each task's shipped count)")
+    p.add_argument("--seed", type=int, default=0, help="added to each clip's generation seed")
+    p.add_argument("--tasks", default="v2a,a2v", help="comma-separated: v2a, a2v, joint")
+    p.add_argument("--examples", type=int, default=4, help="number of bundled examples")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_run_demo)
@@ -352,6 +319,7 @@ PLUGINS: tuple[tuple[str, str, str], ...] = (
     ("batch", "avbridge.apps.batch", "run a task over a manifest or folder of inputs (resumable)"),
     ("eval", "avbridge.eval", "evaluate generated media (metrics)"),
     ("world", "avbridge.world", "the embedded procedural world: sample clips, bench"),
+    ("distill-decoder", "avbridge.apps.distill", "distil an AudioLDM VAE into a small guidance decoder"),
 )
 
 
@@ -458,26 +426,19 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
         o["window"] = tuple(args.window)
     if getattr(args, "per_clip", False):
         o["per_clip"] = True
+    if getattr(args, "guidance_decoder", None):
+        o["guidance_decoder"] = True
     return o
 
 
 def make_config(task: str, overrides: dict[str, Any], preset: str | None = None) -> Any:
-    """The task's default AlignConfig (the preset's own when it ships one) with
-    ``overrides`` applied (AvbridgeError if invalid)."""
-    from avbridge import tasks
-
-    base = tasks.default_config(task, preset=preset, steps=overrides.get("steps"))
-    try:
-        return dataclasses.replace(base, **overrides)
-    except (ValueError, TypeError) as e:
-        raise AvbridgeError(f"invalid option: {' '.join(str(e).split())}") from e
+    """The task's AlignConfig: the paper's, the preset's tuned settings, then ``overrides``."""
+    return presets.resolve_settings(task, preset=preset, options=overrides).config
 
 
 def config_preset(args: argparse.Namespace) -> str | None:
     """The preset whose tuned guidance settings apply: only when every model is the preset's."""
-    from avbridge.models.loading import guidance_preset
-
-    return guidance_preset(getattr(args, "preset", None), vars(args))
+    return presets.guidance_preset(getattr(args, "preset", None), vars(args))
 
 
 class ProgressBar:
@@ -558,18 +519,6 @@ def assemble_output(task: str, ext: str, result_media: Any, condition: Any) -> A
     return result_media
 
 
-def _silence_loaders() -> None:
-    """No weight-loading progress bars from transformers/diffusers (``--quiet``)."""
-    try:
-        from diffusers.utils import logging as dlog
-        from transformers.utils import logging as tlog
-
-        tlog.disable_progress_bar()
-        dlog.disable_progress_bar()
-    except (ImportError, AttributeError):
-        pass
-
-
 def _run_task(args: argparse.Namespace) -> int:
     from avbridge.io import media
 
@@ -583,20 +532,21 @@ def _run_task(args: argparse.Namespace) -> int:
     if task in ("joint", "i2a") and not 0 < args.duration <= 60:
         raise AvbridgeError(f"--duration must be in (0, 60] seconds, got {args.duration}")
     condition = read_condition(args.input, info.input_kind) if info.input_kind else None
-    config = make_config(task, config_overrides(args), config_preset(args))
+    if condition is not None:
+        check_condition(task, condition, args.input)
+    settings = presets.resolve_settings(
+        task, preset=args.preset, options=config_overrides(args), models=vars(args)
+    )
     device = resolve_device(args.device)
 
-    from avbridge import tasks
-    from avbridge.models import loading as registry
+    from avbridge import loading, tasks
 
     sources = (args.audio_model, args.video_model, args.image_model, args.binder)
-    note = registry.preset_note(args.preset, *sources)
+    note = presets.preset_note(args.preset, *sources)
     if note and not args.quiet:
         print(f"avbridge: note: {note}", file=sys.stderr)
-    if args.quiet:
-        _silence_loaders()
     t0 = time.perf_counter()
-    components = registry.load_components(
+    components = loading.load_components(
         args.preset,
         audio_model=args.audio_model,
         video_model=args.video_model,
@@ -605,12 +555,13 @@ def _run_task(args: argparse.Namespace) -> int:
         captioner=args.captioner,
         device=device,
         dtype=_dtype(args.dtype),
-        need=registry.TASK_NEEDS[task],
+        need=info.needs,
+        guidance_decoder=getattr(args, "guidance_decoder", None),
     )
     t_load = time.perf_counter() - t0
     fn = getattr(tasks, task)
     kwargs: dict[str, Any] = dict(
-        prompt=args.prompt, guided=not args.no_guidance, seed=args.seed, config=config
+        prompt=args.prompt, guided=not args.no_guidance, seed=args.seed, config=settings.config
     )
     if task in ("joint", "i2a"):
         kwargs["duration_s"] = args.duration
@@ -624,6 +575,16 @@ def _run_task(args: argparse.Namespace) -> int:
             result = fn(condition, components, progress=bar, **kwargs)
     t_gen = time.perf_counter() - t1
     written = media.write_output(out, assemble_output(task, out.suffix.lower(), result.media, condition))
+    if args.summary:
+        trace = result.trace
+        summary = {
+            "task": task, "output": str(written), "input": getattr(args, "input", None), "mode": mode,
+            "preset": args.preset, "prompt": result.prompt, "seed": args.seed,
+            "load_s": round(t_load, 3), "generate_s": round(t_gen, 3),
+            "final_loss": trace.final_loss, "step_loss": trace.step_loss, "guided_steps": trace.guided_steps,
+            "settings": settings.record(),
+        }
+        media.write_text_atomic(Path(args.summary), json.dumps(summary, indent=1) + "\n")
     if not args.quiet:
         loss = getattr(getattr(result, "trace", None), "final_loss", None)
         extra = f", binder loss {loss:.4f}" if isinstance(loss, float) else ""
@@ -645,6 +606,9 @@ def _run_demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=resolve_device(args.device),
         quiet=args.quiet,
+        n_examples=args.examples,
+        tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()),
+        progress=ProgressBar("demo", enabled=not args.quiet),
     )
 
 

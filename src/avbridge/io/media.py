@@ -462,6 +462,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.close(dfd)
 
 
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write a text file (a JSON summary, say) atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
