@@ -215,7 +215,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", default="audio,video256,video512,joint")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
+    ap.add_argument("--dtype", default="fp32",
+                    help="fp32, fp16 or bf16, or several comma-separated (models built once, then cast)")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     ap.add_argument("--profile", action="store_true", help="audio: time VAE / vocoder / binder fwd and bwd")
@@ -226,56 +227,71 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+    dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    names = [d.strip() for d in args.dtype.split(",") if d.strip()]
+    if not names or any(d not in dtypes for d in names):
+        ap.error(f"--dtype: choose from {', '.join(dtypes)} (comma-separated), got {args.dtype!r}")
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
-    bad = [c for c in cases if c not in ("audio", "joint") and not c.startswith("video")]
+    bad = [c for c in cases if c not in ("audio", "joint", "video256", "video512")]
     if bad:
         ap.error(f"unknown case(s) {', '.join(bad)}: choose from audio, video256, video512, joint")
+    keep = len(names) > 1  # several dtypes: keep every model for the next one
+    # Random init straight on the target device (fast on a GPU); weights start in fp32.
+    build_on = torch.device(device) if device.type == "cuda" else torch.device("cpu")
 
     from avbridge.models.binders.imagebind import ImageBindBinder
 
     t0 = time.perf_counter()
-    binder = ImageBindBinder.from_preset("huge").to(device=device, dtype=dtype)
+    with build_on:
+        binder = ImageBindBinder.from_preset("huge").to(device=device)
     binder.requires_grad_(False)
     print(f"ImageBind-huge built in {time.perf_counter() - t0:.1f}s", flush=True)
     gens: dict = {}
 
-    def need(kind: str) -> None:
-        if kind in gens:
-            return
-        t1 = time.perf_counter()
-        if kind == "audio":
-            from avbridge.models.generators.audioldm import AudioLDMGenerator
+    def need(kind: str, dtype: torch.dtype) -> None:
+        if kind not in gens:
+            t1 = time.perf_counter()
+            if kind == "audio":
+                from avbridge.models.generators.audioldm import AudioLDMGenerator
 
-            gens[kind] = AudioLDMGenerator.build("m-full", device="cpu").to(device=device, dtype=dtype)
-            what = "AudioLDM-m-full"
-        else:
-            from avbridge.models.generators.animatediff import AnimateDiffGenerator
+                gens[kind] = AudioLDMGenerator.build("m-full", device=build_on)
+                what = "AudioLDM-m-full"
+            else:
+                from avbridge.models.generators.animatediff import AnimateDiffGenerator
 
-            gens[kind] = AnimateDiffGenerator.build("sd15-v152", device="cpu").to(device=device, dtype=dtype)
-            what = "AnimateDiff (SD1.5 + motion v1-5-2)"
-        print(f"{what} built in {time.perf_counter() - t1:.1f}s", flush=True)
+                gens[kind] = AnimateDiffGenerator.build("sd15-v152", device=build_on)
+                what = "AnimateDiff (SD1.5 + motion v1-5-2)"
+            print(f"{what} built in {time.perf_counter() - t1:.1f}s", flush=True)
+        g = gens[kind].to(device=device, dtype=dtype)
+        dec = getattr(g, "guidance_decoder", None)
+        if dec is not None:
+            g.guidance_decoder = dec.to(device=device, dtype=dtype)
 
-    results: dict[str, dict[str, float]] = {}
-    for c in cases:  # audio first, then video, then joint; a generator is dropped once unneeded
-        kinds = ["audio"] if c == "audio" else ["video"] if c.startswith("video") else ["audio", "video"]
-        for kind in kinds:
-            need(kind)
-        results[c] = bench_case(c, gens, binder, device, args.repeats, args.profile, args.extra)
-        rest = cases[cases.index(c) + 1:]
-        if "audio" in gens and not any(r in ("audio", "joint") for r in rest):
-            del gens["audio"]
-        if "video" in gens and not any(r.startswith("video") or r == "joint" for r in rest):
-            del gens["video"]
-        gc.collect()
+    all_results: dict[str, dict[str, dict[str, float]]] = {}
     label = "peak MiB v/g/gd" if device.type == "cuda" else "process peak RSS MiB v/g/gd"
-    print(format_table(results, label))
+    for dname in names:
+        dtype = dtypes[dname]
+        binder.to(dtype=dtype)
+        results: dict[str, dict[str, float]] = {}
+        for c in cases:  # a generator is dropped once no later case needs it (one dtype only)
+            kinds = ["audio"] if c == "audio" else ["video"] if c.startswith("video") else ["audio", "video"]
+            for kind in kinds:
+                need(kind, dtype)
+            results[c] = bench_case(c, gens, binder, device, args.repeats, args.profile, args.extra)
+            rest = cases[cases.index(c) + 1:]
+            if not keep and "audio" in gens and not any(r in ("audio", "joint") for r in rest):
+                del gens["audio"]
+            if not keep and "video" in gens and not any(r.startswith("video") or r == "joint" for r in rest):
+                del gens["video"]
+            gc.collect()
+        print(f"dtype {dname}:")
+        print(format_table(results, label))
+        all_results[dname] = results
     if args.json:
-        meta = {"device": str(device), "dtype": args.dtype, "threads": torch.get_num_threads(),
-                "repeats": args.repeats}
+        meta = {"device": str(device), "threads": torch.get_num_threads(), "repeats": args.repeats}
         if device.type == "cuda":
             meta["gpu"] = torch.cuda.get_device_name(device)
-        Path(args.json).write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
+        Path(args.json).write_text(json.dumps({"meta": meta, "results": all_results}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
