@@ -32,9 +32,7 @@ Each stage writes diffusers/transformers folders into ``--models`` (default
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import platform
 import random
 import shutil
 import time
@@ -45,116 +43,33 @@ import torch
 import torch.nn.functional as F
 
 from avbridge.errors import AvbridgeError
-from avbridge.world.scene import WORLD
+from training.world.common import (  # noqa: F401
+    _ATTR_WORDS,
+    AUDIO_BETAS,
+    MAX_TOKENS,
+    MODELS_DIR,
+    VIDEO_BETAS,
+    WORK_ROOT,
+    _attr_words,
+    _channels,
+    _compat,
+    _device_name,
+    _finish,
+    _mels,
+    _require,
+    _summary,
+    save_half,
+    soft_info_nce,
+)
 from training.world.train_captioner import stage_captioner
 from training.world.train_data import (
-    ClipSet,
     build_tokenizer,
     load_clips,
-    mel_spectrogram,
     sample_caption,
     save_json,
 )
 from training.world.train_loop import EMA, Loop, pick_device, seed_everything
 from training.world.train_vocoder import stage_vocoder, stage_vocoder_gan
-
-#: Default output folder; copy a finished set into ``src/avbridge/world/models`` to ship it.
-MODELS_DIR = Path("runs/world-models")
-WORK_ROOT = Path("runs/world-train")
-MAX_TOKENS = 16
-
-# Noise schedules of the real backends (AudioLDM; AnimateDiff / SD 1.5).
-AUDIO_BETAS = {"beta_start": 0.0015, "beta_end": 0.0195, "beta_schedule": "scaled_linear"}
-VIDEO_BETAS = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "linear"}
-
-
-# ---------------------------------------------------------------- helpers
-
-def _summary(models: Path, stage: str, info: dict) -> None:
-    """Merge a stage's summary into models/training.json (locked: stages may run in parallel)."""
-    import fcntl
-
-    models.mkdir(parents=True, exist_ok=True)
-    path = models / "training.json"
-    with open(models / ".training.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        data = json.loads(path.read_text()) if path.exists() else {}
-        data[stage] = info
-        save_json(path, data)
-    (models / ".training.lock").unlink(missing_ok=True)
-
-
-def save_half(model, folder: Path) -> None:
-    """Save a diffusers model with fp16 safetensors (diffusers loads them back as fp32)."""
-    import copy
-
-    copy.deepcopy(model).to(torch.float16).save_pretrained(folder, safe_serialization=True)
-
-
-def _finish(args, loop: Loop, stage: str, extra: dict | None = None) -> dict:
-    info = {
-        "steps": loop.step_i,
-        "wall_s": round(loop.elapsed, 1),
-        "final_losses": {k: round(v, 5) for k, v in loop.final_losses().items()},
-        "device": _device_name(args.device),
-        "seed": args.seed,
-        "clips": args.clips,
-        "batch": args.batch,
-        "lr": args.lr,
-        "world": {"duration_s": WORLD.duration_s, "fps": WORLD.fps, "size": WORLD.size,
-                  "sample_rate": WORLD.sample_rate},
-        "command": f"python -m training.world.train {stage} --steps {args.steps} --minutes {args.minutes} "
-        f"--clips {args.clips} --batch {args.batch} --lr {args.lr} --seed {args.seed}"
-        + (f" --channels {args.channels}" if getattr(args, "channels", "") else "")
-        + (" --wide" if getattr(args, "wide", False) else "")
-        + (" --cosine" if getattr(args, "cosine", False) else "")
-        + (f" --init {args.init}" if getattr(args, "init", None) else "")
-        + (f" --recon-weight {args.recon_weight} --adv-weight {args.adv_weight}"
-           if stage == "vocoder-gan" else "")
-        + (f" --adv-steps {args.adv_steps} --adv-eps {args.adv_eps}"
-           if getattr(args, "adv_steps", 0) else "")
-        + (f" --adv-latent-steps {args.adv_latent_steps}" if getattr(args, "adv_latent_steps", 0) else "")
-        + (f" --grad-align {args.grad_align}" if getattr(args, "grad_align", 0) else "")
-        + (f" --grad-align-video {args.grad_align_video}" if getattr(args, "grad_align_video", 0) else "")
-        + (f" --event-weight {args.event_weight}" if getattr(args, "event_weight", 0) else "")
-        + (f" --object-weight {args.object_weight}" if getattr(args, "object_weight", 0) else "")
-        + (f" --text-contrast {args.text_contrast}" if getattr(args, "text_contrast", 0) else "")
-        + (f" --min-snr {args.min_snr}" if getattr(args, "min_snr", 0) else "")
-        + (f" --image-share {args.image_share}" if getattr(args, "image_share", 0) else "")
-        + (f" --vae-mels {args.vae_mels}" if getattr(args, "vae_mels", 0) else "")
-        + (f" --loud-weight {args.loud_weight}" if getattr(args, "loud_weight", 0) else ""),
-    }
-    info.update(extra or {})
-    _summary(args.models, stage, info)
-    loop.save()
-    print(f"[{stage}] done: {json.dumps(info)}", flush=True)
-    return info
-
-
-def _device_name(dev: torch.device) -> str:
-    if dev.type == "cuda":
-        return torch.cuda.get_device_name(dev)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-def _mels(clips: ClipSet, device: torch.device, chunk: int = 256) -> torch.Tensor:
-    """(N, 400, 64) log-mels of every clip's audio."""
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(clips), chunk):
-            out.append(mel_spectrogram(clips.audio[i:i + chunk].to(device).float()))
-    return torch.cat(out)
-
-
-def _require(path: Path, stage: str) -> Path:
-    if not path.exists():
-        raise AvbridgeError(f"{path} is missing: run `python -m training.world.train {stage}` first")
-    return path
-
-
-def _channels(args) -> tuple:
-    """``--channels 16,32,32`` as a one-element tuple of ints (or nothing: model default)."""
-    return (tuple(int(c) for c in args.channels.split(",")),) if args.channels else ()
 
 
 def _kl(post) -> torch.Tensor:
@@ -239,38 +154,6 @@ def stage_audio_vae(args) -> dict:
 
 
 # ---------------------------------------------------------------- text encoders
-
-def _compat(captions: list[str], truths: list[dict]) -> torch.Tensor:
-    """(B_text, B_media) 1 where the media's truth satisfies every attribute the caption names."""
-    rows = []
-    for c in captions:
-        words = set(c.split())
-        row = []
-        for t in truths:
-            ok = all(t[k] in words or not (set(v) & words) for k, v in _ATTR_WORDS.items())
-            row.append(1.0 if ok else 0.0)
-        rows.append(row)
-    return torch.tensor(rows)
-
-
-def _attr_words() -> dict[str, tuple[str, ...]]:
-    from avbridge.world.scene import CLASSES, COLOURS, SIZES
-
-    return {"class": CLASSES, "colour": COLOURS, "size": SIZES}
-
-
-_ATTR_WORDS = _attr_words()
-
-
-def soft_info_nce(logits: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE where each row may have several positives (uniform target over them)."""
-    pos = pos.to(logits.device)
-    t_rows = pos / pos.sum(1, keepdim=True).clamp(min=1)
-    t_cols = pos.t() / pos.t().sum(1, keepdim=True).clamp(min=1)
-    a = -(t_rows * logits.log_softmax(1)).sum(1).mean()
-    b = -(t_cols * logits.t().log_softmax(1)).sum(1).mean()
-    return (a + b) / 2
-
 
 def clap_text_model(vocab_size: int):
     from transformers import ClapTextConfig, ClapTextModelWithProjection
@@ -609,8 +492,8 @@ def export_image_model(animatediff: Path, out: Path) -> None:
     Diffusion is the paper's. The motion modules are dropped (``unet2d_from_motion``)."""
     from diffusers import UNetMotionModel
 
-    from avbridge.models.generators.animatediff import unet2d_from_motion
     from avbridge.loading import world_format
+    from avbridge.models.generators.animatediff import unet2d_from_motion
 
     unet = UNetMotionModel.from_pretrained(animatediff / "unet", torch_dtype=torch.float32)
     out.mkdir(parents=True, exist_ok=True)
@@ -630,8 +513,8 @@ def stage_video_unet(args) -> dict:
     from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNetMotionModel
     from transformers import CLIPTextModel
 
-    from avbridge.models.generators._common import vae_to_unet_latents
     from avbridge.loading import world_format
+    from avbridge.models.generators._common import vae_to_unet_latents
 
     dev = args.device
     root = args.models / "animatediff"

@@ -132,7 +132,7 @@ class LatentAdversary:
     def __init__(self, models_dir: Path, clips: ClipSet, device: torch.device, steps: int,
                  step_size: float = 0.1):
         from avbridge.models.generators.audioldm import AudioLDMGenerator
-        from training.world.train import _mels
+        from training.world.common import _mels
 
         self.gen = AudioLDMGenerator.from_pretrained(models_dir / "audioldm", device=device)
         self.spec = MediaSpec(duration_s=WORLD.duration_s)
@@ -157,7 +157,7 @@ class LatentAdversary:
 
 
 def stage_binder(args, stage: str = "binder") -> dict:
-    from training.world.train import _compat, _finish, soft_info_nce
+    from training.world.common import _compat, _finish, soft_info_nce
 
     dev = args.device
     if args.init is not None:

@@ -115,7 +115,7 @@ def zero_shot_class_accuracy(
 def stage_captioner(args: argparse.Namespace) -> dict:
     """Fit the probe captioner for ``models/binder`` and save it as ``models/captioner``."""
     from avbridge.models.binders.imagebind import ImageBindBinder
-    from training.world.train import _device_name, _require, _summary
+    from training.world.common import _device_name, _require, _summary
 
     t0 = time.time()
     models: Path = args.models

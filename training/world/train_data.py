@@ -8,7 +8,6 @@ stage that needs a set renders it once (in parallel) and stores it as tensors un
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from avbridge.io.dsp import slaney_mel_filterbank
 from avbridge.world import scene
 from avbridge.world.scene import CLASSES, COLOURS, SIZES, VERBS, WORLD
 
@@ -147,30 +147,6 @@ def build_tokenizer(kind: str, max_length: int):
 
 # ---------------------------------------------------------------- log-mel
 
-def _slaney_mel_filters(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
-    def hz_to_mel(f):
-        f = np.asarray(f, dtype=np.float64)
-        lin = 3.0 * f / 200.0
-        log = 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (math.log(6.4) / 27.0)
-        return np.where(f >= 1000.0, log, lin)
-
-    def mel_to_hz(m):
-        m = np.asarray(m, dtype=np.float64)
-        lin = 200.0 * m / 3.0
-        log = 1000.0 * np.exp((m - 15.0) * (math.log(6.4) / 27.0))
-        return np.where(m >= 15.0, log, lin)
-
-    fft_freqs = np.linspace(0, sr / 2, 1 + n_fft // 2)
-    hz = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
-    fdiff = np.diff(hz)
-    ramps = hz[:, None] - fft_freqs[None, :]
-    lower = -ramps[:-2] / fdiff[:-1, None]
-    upper = ramps[2:] / fdiff[1:, None]
-    w = np.maximum(0, np.minimum(lower, upper))
-    w *= (2.0 / (hz[2:n_mels + 2] - hz[:n_mels]))[:, None]
-    return w.astype(np.float32)
-
-
 _MEL_BASIS: dict[str, torch.Tensor] = {}
 
 
@@ -179,7 +155,8 @@ def _fallback_mel(wave: torch.Tensor) -> torch.Tensor:
     magnitude, log of clamp 1e-5): (B, N) -> (B, frames, 64)."""
     key = str(wave.device)
     if key not in _MEL_BASIS:
-        _MEL_BASIS[key] = torch.from_numpy(_slaney_mel_filters(16000, 1024, 64, 0.0, 8000.0)).to(wave.device)
+        basis = slaney_mel_filterbank(16000, 1024, 64, 0.0, 8000.0)
+        _MEL_BASIS[key] = torch.from_numpy(basis).to(wave.device)
     pad = (1024 - 160) // 2
     x = torch.nn.functional.pad(wave.unsqueeze(1), (pad, pad), mode="reflect").squeeze(1)
     spec = torch.stft(x, 1024, hop_length=160, win_length=1024,

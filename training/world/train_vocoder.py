@@ -79,7 +79,7 @@ class _Segments:
     segments takes its log-mel from the VAE's round trip (the target wave stays the real one)."""
 
     def __init__(self, clips: int, device: torch.device, vae=None, vae_share: float = 0.0) -> None:
-        from training.world.train import _mels
+        from training.world.common import _mels
 
         data = load_clips("train", clips)
         self.audio = data.audio.to(device).float()
@@ -117,7 +117,7 @@ def _segments(args) -> _Segments:
     if args.vae_mels > 0:
         from diffusers import AutoencoderKL
 
-        from training.world.train import _require
+        from training.world.common import _require
 
         vae = AutoencoderKL.from_pretrained(_require(args.models / "audioldm" / "vae", "audio-vae"))
         vae = vae.to(args.device).eval()
@@ -148,7 +148,7 @@ def _recon(y: torch.Tensor, wav: torch.Tensor,
 
 
 def stage_vocoder(args) -> dict:
-    from training.world.train import _channels, _finish
+    from training.world.common import _channels, _finish
 
     dev = args.device
     data = _segments(args)
@@ -254,7 +254,7 @@ def stage_vocoder_gan(args) -> dict:
     the same fine-tune on the reconstruction losses alone."""
     from transformers import SpeechT5HifiGan
 
-    from training.world.train import _finish, _require
+    from training.world.common import _finish, _require
 
     dev = args.device
     init = Path(args.init) if args.init else _require(args.models / "audioldm" / "vocoder", "vocoder")

@@ -15,7 +15,6 @@ The key/shape table is in ``docs/eval.md``; :data:`CNN14_KEYS` generates it.
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from avbridge.errors import CheckpointError, MediaError
+from avbridge.io.dsp import slaney_mel_filterbank
 
 
 @dataclass(frozen=True)
@@ -55,34 +55,9 @@ class Cnn14Config:
 TINY = Cnn14Config(channels=(4, 8, 8, 16, 16, 32), classes_num=10)
 
 
-def hz_to_mel_slaney(f: np.ndarray) -> np.ndarray:
-    """Slaney's mel scale: linear below 1 kHz, logarithmic above (librosa's default, htk=False)."""
-    f = np.asarray(f, dtype=np.float64)
-    f_sp, min_log_hz = 200.0 / 3, 1000.0
-    min_log_mel, logstep = min_log_hz / f_sp, math.log(6.4) / 27.0
-    return np.where(
-        f >= min_log_hz, min_log_mel + np.log(np.maximum(f, 1e-10) / min_log_hz) / logstep, f / f_sp
-    )
-
-
-def mel_to_hz_slaney(m: np.ndarray) -> np.ndarray:
-    m = np.asarray(m, dtype=np.float64)
-    f_sp, min_log_hz = 200.0 / 3, 1000.0
-    min_log_mel, logstep = min_log_hz / f_sp, math.log(6.4) / 27.0
-    return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
-
-
 def mel_filterbank(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
     """Triangular Slaney-normalised mel filters (n_mels, n_fft // 2 + 1), as librosa.filters.mel."""
-    fft_freqs = np.linspace(0, sr / 2, n_fft // 2 + 1)
-    mel_pts = mel_to_hz_slaney(np.linspace(hz_to_mel_slaney(fmin), hz_to_mel_slaney(fmax), n_mels + 2))
-    fdiff = np.diff(mel_pts)
-    ramps = mel_pts[:, None] - fft_freqs[None, :]
-    lower = -ramps[:-2] / fdiff[:-1, None]
-    upper = ramps[2:] / fdiff[1:, None]
-    weights = np.maximum(0, np.minimum(lower, upper))
-    weights *= (2.0 / (mel_pts[2 : n_mels + 2] - mel_pts[:n_mels]))[:, None]
-    return weights.astype(np.float32)
+    return slaney_mel_filterbank(sr, n_fft, n_mels, fmin, fmax)
 
 
 def dft_kernels(n_fft: int) -> tuple[np.ndarray, np.ndarray]:

@@ -34,6 +34,7 @@ from transformers import (
     SpeechT5HifiGanConfig,
 )
 
+from avbridge.io.dsp import slaney_mel_filterbank
 from avbridge.models.generators._common import (
     DDIMMath,
     LatentDiffusionAdapter,
@@ -66,21 +67,6 @@ MEL_FMAX = 8000.0
 MEL_CLAMP = 1e-5
 
 
-def _hz_to_mel_slaney(f: np.ndarray) -> np.ndarray:
-    f = np.asarray(f, dtype=np.float64)
-    f_sp = 200.0 / 3
-    mels = f / f_sp
-    min_log_hz, min_log_mel, logstep = 1000.0, 1000.0 / f_sp, math.log(6.4) / 27.0
-    return np.where(f >= min_log_hz, min_log_mel + np.log(np.maximum(f, 1e-10) / min_log_hz) / logstep, mels)
-
-
-def _mel_to_hz_slaney(m: np.ndarray) -> np.ndarray:
-    m = np.asarray(m, dtype=np.float64)
-    f_sp = 200.0 / 3
-    min_log_hz, min_log_mel, logstep = 1000.0, 1000.0 / f_sp, math.log(6.4) / 27.0
-    return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
-
-
 @lru_cache(maxsize=8)
 def mel_filterbank(
     sample_rate: int = MEL_SAMPLE_RATE,
@@ -94,16 +80,7 @@ def mel_filterbank(
     The same filters as ``librosa.filters.mel(sr, n_fft, n_mels, fmin, fmax)`` (librosa's
     defaults: ``htk=False``, ``norm="slaney"``), which AudioLDM's STFT front end uses.
     """
-    fft_freqs = np.linspace(0.0, sample_rate / 2.0, n_fft // 2 + 1)
-    mel_pts = np.linspace(_hz_to_mel_slaney(np.array(fmin)), _hz_to_mel_slaney(np.array(fmax)), n_mels + 2)
-    hz = _mel_to_hz_slaney(mel_pts)
-    fdiff = np.diff(hz)
-    ramps = hz[:, None] - fft_freqs[None, :]
-    lower = -ramps[:-2] / fdiff[:-1, None]
-    upper = ramps[2:] / fdiff[1:, None]
-    weights = np.maximum(0.0, np.minimum(lower, upper))
-    weights *= (2.0 / (hz[2 : n_mels + 2] - hz[:n_mels]))[:, None]
-    return torch.from_numpy(weights.astype(np.float32))
+    return torch.from_numpy(slaney_mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax))
 
 
 def mel_spectrogram(wave: torch.Tensor) -> torch.Tensor:
