@@ -704,7 +704,9 @@ class ImageBindBinder(nn.Module):
         return self.model.modality_preprocessors["vision"].cls_token.dtype
 
     def _clip_embedding(self, modality: str, x: torch.Tensor, batch: int) -> Embedding:
-        e = self.model.embed(modality, x)
+        # float32 out, whatever the model's dtype: the loss (1 - cos) is computed on these,
+        # and bf16 would quantise it to ~0.01.
+        e = self.model.embed(modality, x).float()
         return Embedding.from_clips(e.reshape(batch, -1, e.shape[-1]))
 
     # -- preprocessing (differentiable) ----------------------------------------------------
@@ -730,7 +732,9 @@ class ImageBindBinder(nn.Module):
     def preprocess_audio(self, waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
         """(B, N) or (N,) at ``sample_rate`` -> (B, C, 1, mel bins, target length)."""
         c = self.config
-        waveform = waveform.to(self.device, self.dtype)
+        # Resampling and the fbank run in float32 whatever the model's dtype (CPU FFTs take no
+        # half types, and the features are those of the float32 reference); the result is cast.
+        waveform = waveform.to(self.device, torch.float32)
         if waveform.ndim == 1:
             waveform = waveform.unsqueeze(0)
         if waveform.ndim != 2:
@@ -739,7 +743,7 @@ class ImageBindBinder(nn.Module):
         return pp.audio_to_model_input(
             waveform, c.audio_sample_rate, self.clips, num_mel_bins=c.audio_num_mel_bins,
             target_length=c.audio_target_length, mean=c.audio_mean, std=c.audio_std,
-        )
+        ).to(self.dtype)
 
     # -- the Binder protocol ---------------------------------------------------------------
 
