@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+from accelerate.hooks import ModelHook, add_hook_to_module, remove_hook_from_module
+from accelerate.utils import send_to_device
 from diffusers import DDIMScheduler
 from diffusers.utils import logging as diffusers_logging
 
@@ -214,6 +216,34 @@ def quiet_diffusers() -> Iterator[None]:
         diffusers_logging.set_verbosity(level)
 
 
+class ModelOffloadHook(ModelHook):
+    """Accelerate hook of model CPU offload: the module is kept on the CPU and moved to
+    ``device`` (with its inputs) when it runs; a run without gradients first moves its
+    ``peers`` (the adapter's other modules) back to the CPU.
+
+    A run under gradients offloads nothing: a live autograd graph may still need the weights
+    of a module that ran before it (the VAE between the guided decode and the backward, the
+    UNet while a prompt is tuned), and moving them would change what backward reads. So the
+    guided steps keep the modules they differentiate through on ``device`` together; every
+    other forward holds one module at a time, as diffusers' ``enable_model_cpu_offload``.
+    """
+
+    def __init__(self, device: torch.device, peers: list[torch.nn.Module]):
+        super().__init__()
+        self.device, self.peers = device, peers
+
+    def init_hook(self, module: torch.nn.Module) -> torch.nn.Module:
+        return module.to("cpu")
+
+    def pre_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+        if not torch.is_grad_enabled():
+            for p in self.peers:
+                if p is not module:
+                    p.to("cpu")
+        module.to(self.device)
+        return send_to_device(args, self.device), send_to_device(kwargs, self.device)
+
+
 _A = TypeVar("_A", bound="LatentDiffusionAdapter")
 
 
@@ -233,8 +263,13 @@ class LatentDiffusionAdapter:
     scheduler: DDIMScheduler
     _ddim: DDIMMath
 
+    _offload_device: torch.device | None = None
+
     @property
     def device(self) -> torch.device:
+        """Where the computation runs (with CPU offload: the execution device, not the CPU)."""
+        if self._offload_device is not None:
+            return self._offload_device
         return next(self.unet.parameters()).device
 
     @property
@@ -246,7 +281,9 @@ class LatentDiffusionAdapter:
         return int(self.unet.config.in_channels)
 
     def to(self: _A, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> _A:
-        """Move all modules (in place) and return self."""
+        """Move all modules (in place) and return self. A device ends CPU offload."""
+        if device is not None and self._offload_device is not None:
+            self.disable_model_cpu_offload()
         with quiet_diffusers():
             for name in self._movable:
                 m = getattr(self, name)
@@ -254,6 +291,48 @@ class LatentDiffusionAdapter:
                     m.to(device)
                 if dtype is not None:
                     m.to(dtype)
+        return self
+
+    def enable_model_cpu_offload(self: _A, device: torch.device | str = "cuda") -> _A:
+        """Model CPU offload (accelerate hooks, see :class:`ModelOffloadHook`): the modules
+        live on the CPU and each is moved to ``device`` while it runs; outputs are unchanged.
+
+        Saves accelerator memory at the cost of transfers; the binder is not offloaded.
+        On ``device="cpu"`` the hooks run but move nothing (how the tests check equality).
+        """
+        dev = torch.device(device)
+        self.disable_model_cpu_offload()
+        mods = [getattr(self, n) for n in self._movable]
+        for m in mods:
+            add_hook_to_module(m, ModelOffloadHook(dev, mods))
+        self._offload_device = dev
+        return self
+
+    def disable_model_cpu_offload(self: _A) -> _A:
+        """Remove the offload hooks; the modules stay where they are (on the CPU)."""
+        if self._offload_device is not None:
+            for name in self._movable:
+                remove_hook_from_module(getattr(self, name))
+            self._offload_device = None
+        return self
+
+    def enable_vae_slicing(self: _A, enabled: bool = True) -> _A:
+        """Decode a batch (for video: the frames) one item at a time: same output, lower peak
+        memory of the VAE decode (diffusers' ``AutoencoderKL.enable_slicing``)."""
+        if enabled:
+            self.vae.enable_slicing()
+        else:
+            self.vae.disable_slicing()
+        return self
+
+    def enable_vae_tiling(self: _A, enabled: bool = True) -> _A:
+        """Decode large latents in overlapping tiles blended at the seams (diffusers'
+        ``AutoencoderKL.enable_tiling``): lower memory for large frames or long spectrograms,
+        but an approximation of the full decode; inputs smaller than one tile are unchanged."""
+        if enabled:
+            self.vae.enable_tiling()
+        else:
+            self.vae.disable_tiling()
         return self
 
     def enable_gradient_checkpointing(self: _A, enabled: bool = True) -> _A:
