@@ -15,8 +15,19 @@ install: $(BIN)/avbridge
 demo: install
 	$(BIN)/avbridge demo --out out/demo
 
-test: install
+# The browser test drives Debian's chromium (Playwright's own browser download is not used).
+chromium:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	else echo "make: the browser test needs chromium: run 'sudo apt-get install -y chromium' (skipped without it)"; fi
+
+test: install chromium
 	$(BIN)/ruff check src tests benchmarks training scripts
 	$(BIN)/python -m pytest -q -x --durations=15
 
-.PHONY: install demo test
+# Regenerate docs/img/app.png: the web app (world models) in chromium after one V2A request.
+screenshot: install chromium
+	$(BIN)/python scripts/app_screenshot.py --out docs/img/app.png
+
+.PHONY: install demo test chromium screenshot
