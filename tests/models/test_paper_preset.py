@@ -20,11 +20,7 @@ import torch
 from avbridge.align import AlignConfig, Condition, align
 from avbridge.models.binders import preprocess
 from avbridge.models.binders.base import ClipSpec
-
-try:  # the settings resolver's home; avbridge.tasks re-exported it before
-    from avbridge.presets import default_config
-except ImportError:  # pragma: no cover - older layout
-    from avbridge.tasks import default_config
+from avbridge.tasks import default_config
 
 
 def _paper_binder_clips() -> ClipSpec:

@@ -319,6 +319,7 @@ PLUGINS: tuple[tuple[str, str, str], ...] = (
     ("batch", "avbridge.apps.batch", "run a task over a manifest or folder of inputs (resumable)"),
     ("eval", "avbridge.eval", "evaluate generated media (metrics)"),
     ("world", "avbridge.world", "the embedded procedural world: sample clips, bench"),
+    ("app", "avbridge.apps.app", "start the web app: every task in the browser, guided beside vanilla"),
     ("distill-decoder", "avbridge.apps.distill", "distil an AudioLDM VAE into a small guidance decoder"),
 )
 
