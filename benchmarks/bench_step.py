@@ -37,8 +37,8 @@ from pathlib import Path
 import torch
 
 from avbridge.align import AlignConfig, Condition, Stream, embed_media
-from avbridge.align import extensions as ext
 from avbridge.align.config import per_modality
+from avbridge.align.extensions import from_config
 from avbridge.align.loop import _guided_step, _State
 from avbridge.align.losses import AlignLoss
 from avbridge.models import guidance_decoders as gd
@@ -170,7 +170,7 @@ def bench_case(
         def guided() -> None:
             rows = zip(streams, zs, pcs, tss, strict=True)
             states = [_State(st, z.clone(), pc, ts) for st, z, pc, ts in rows]
-            _guided_step(states, i, dict(fixed), loss_fn, c, embed, binder, ext.from_config(c))
+            _guided_step(states, i, dict(fixed), loss_fn, c, embed, binder, from_config(c))
 
         return guided
 

@@ -157,7 +157,8 @@ def attach(generator: Any, decoder: nn.Module | None) -> Any:
         raise CheckpointError(None, f"guidance decoder reads {decoder.config.latent_channels} latent "
                               f"channels, the {generator.modality} generator has {generator.latent_channels}")
     decoder.requires_grad_(False)
-    generator.guidance_decoder = decoder.to(device=generator.device, dtype=generator.dtype).eval()
+    # nn.Module.to: ModelMixin.to warns about fp32 modules this decoder does not have
+    generator.guidance_decoder = nn.Module.to(decoder, device=generator.device, dtype=generator.dtype).eval()
     return generator
 
 

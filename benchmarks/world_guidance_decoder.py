@@ -1,0 +1,62 @@
+"""The world's guided V2A with the audio guidance decoder vs with the VAE, on the same clips.
+
+Loads the world models once with a guidance decoder attached (``--decoder``: a folder
+written by ``avbridge distill-decoder``; default the shipped one), then runs
+``avbridge.world.bench.run_bench`` twice over the same clips and seeds at the shipped
+settings, ``guidance_decoder`` off and on, and prints both summaries and the differences
+(the decoder is shipped only when sync and class stay within 0.03 on validation clips).
+
+    python benchmarks/world_guidance_decoder.py --decoder runs/guidance_decoder_audio --n 20 --split val
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--decoder", default="auto", help="guidance decoder folder (default: the shipped one)")
+    ap.add_argument("--n", type=int, default=20)
+    ap.add_argument("--split", choices=("val", "test"), default="val")
+    ap.add_argument("--tasks", default="v2a")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json", default=None, metavar="FILE")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from avbridge.loading import load_components
+    from avbridge.world.bench import format_table, run_bench
+
+    tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
+    comps = load_components("world", need=["audio"], guidance_decoder=args.decoder)
+    if getattr(comps.audio, "guidance_decoder", None) is None:
+        raise SystemExit(f"no audio guidance decoder from {args.decoder!r}")
+    out = {}
+    for name, on in (("vae", False), ("guidance_decoder", True)):
+        t0 = time.perf_counter()
+        res = run_bench(args.n, tasks, components=comps, split=args.split, variants=("shipped",),
+                        overrides={"guidance_decoder": on}, log=None)
+        res["wall_s"] = round(time.perf_counter() - t0, 1)
+        out[name] = res
+        print(f"== guided with the {name} ({res['wall_s']} s)")
+        print(format_table(res))
+    diff = {}
+    for task in tasks:
+        a = out["vae"]["summary"][task]["shipped"]
+        b = out["guidance_decoder"]["summary"][task]["shipped"]
+        diff[task] = {m: round(b[m][0] - a[m][0], 4) for m in ("sync_f1", "class_acc") if m in a and m in b}
+    print("guidance decoder minus VAE:", diff)
+    if args.json:
+        keep = {k: {f: v[f] for f in ("summary", "config", "wall_s")} for k, v in out.items()}
+        doc = {"decoder": args.decoder, "diff": diff, **keep}
+        Path(args.json).write_text(json.dumps(doc, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
