@@ -20,7 +20,11 @@ import torch
 from avbridge.align import AlignConfig, Condition, align
 from avbridge.models.binders import preprocess
 from avbridge.models.binders.base import ClipSpec
-from avbridge.tasks import default_config
+
+try:  # the settings resolver's home; avbridge.tasks re-exported it before
+    from avbridge.presets import default_config
+except ImportError:  # pragma: no cover - older layout
+    from avbridge.tasks import default_config
 
 
 def _paper_binder_clips() -> ClipSpec:

@@ -162,3 +162,15 @@ def test_vae_tiling_takes_the_tiled_decode(monkeypatch):
         out = audio.enable_vae_tiling().decode_mel(z)
     assert calls["tiled"] == 1
     assert out.shape == ref.shape and torch.isfinite(out).all()
+
+
+def test_apply_memory_options_turns_on_what_a_generator_supports(fake_audio_gen):
+    from avbridge.models.generators import apply_memory_options
+
+    gen = AudioLDMGenerator.tiny(seed=0)
+    assert apply_memory_options(gen, offload="cpu", vae_slicing=True, vae_tiling=True) is gen
+    assert gen._offload_device == torch.device("cpu") and gen.vae.use_slicing and gen.vae.use_tiling
+    plain = AudioLDMGenerator.tiny(seed=0)
+    apply_memory_options(plain)
+    assert plain._offload_device is None and not plain.vae.use_slicing and not plain.vae.use_tiling
+    assert apply_memory_options(fake_audio_gen, offload="cpu", vae_slicing=True) is fake_audio_gen

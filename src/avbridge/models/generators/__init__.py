@@ -19,6 +19,7 @@ _LAZY = {
     "animatediff_config": "avbridge.models.generators.animatediff",
     "build_animatediff": "avbridge.models.generators.animatediff",
     "build_word_tokenizer": "avbridge.models.generators.tokenizers",
+    "apply_memory_options": "avbridge.models.generators._common",
 }
 
 __all__ = ["Generator", "MediaSpec", "PromptCond", "SpectrogramFeatures", *_LAZY]

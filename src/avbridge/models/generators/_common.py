@@ -417,3 +417,25 @@ def config_tokenizer(
     if tokenizer is None and words is not None:
         te_cfg["vocab_size"] = len(tok)
     return tok, te_cfg
+
+
+def apply_memory_options(
+    generator: Any,
+    *,
+    offload: torch.device | str | None = None,
+    vae_slicing: bool = False,
+    vae_tiling: bool = False,
+) -> Any:
+    """Turn on the low-memory options a generator supports; return it (others pass through).
+
+    ``offload``: the execution device of model CPU offload (``enable_model_cpu_offload``);
+    ``vae_slicing`` / ``vae_tiling``: the VAE decode options. What the CLI's ``--offload`` and
+    ``--vae-slicing`` ask of every loaded generator.
+    """
+    if offload is not None and hasattr(generator, "enable_model_cpu_offload"):
+        generator.enable_model_cpu_offload(offload)
+    if vae_slicing and hasattr(generator, "enable_vae_slicing"):
+        generator.enable_vae_slicing()
+    if vae_tiling and hasattr(generator, "enable_vae_tiling"):
+        generator.enable_vae_tiling()
+    return generator
