@@ -1,7 +1,8 @@
 """The five tasks as thin compositions of generators, a binder, captioners and the aligner.
 
 Each task takes and returns numpy media containers (``avbridge.io.media``) and writes
-nothing. ``guided=False`` is the vanilla baseline of the paper: the same models, seed
+nothing. ``score=False`` skips the binder score of the output (a vanilla run then makes
+no binder call at all). ``guided=False`` is the vanilla baseline of the paper: the same models, seed
 and prompt, no aligner. The prompt is the user's if given, else the captioner's caption
 of the condition (else empty), and it is the same for guided and vanilla runs.
 """
@@ -153,12 +154,14 @@ def _audio_task(
     seed: int,
     config: AlignConfig | None,
     progress: ProgressFn | None,
+    score: bool = True,
 ) -> TaskResult:
     gen = _need(components.audio, "an audio", task)
     text = _prompt(prompt, components.visual_captioner, cond_media)
     spec = gen.default_spec(duration_s)
     res = align(gen, components.binder, spec=spec, condition=condition, prompt=text,
-                config=config or paper_config(task), seed=seed, guided=guided, progress=progress)
+                config=config or paper_config(task), seed=seed, guided=guided, progress=progress,
+                score=score)
     return TaskResult(_to_audio(gen, res.media["audio"], duration_s), text, res.trace)
 
 
@@ -171,12 +174,13 @@ def v2a(
     seed: int = 0,
     config: AlignConfig | None = None,
     progress: ProgressFn | None = None,
+    score: bool = True,
 ) -> TaskResult:
     """Video -> Audio of the video's duration (mux it with ``media.mux_audio`` if wanted)."""
     check_condition("v2a", video)
     cond = Condition("video", video_to_tensor(video), rate=video.fps)
     return _audio_task("v2a", cond, video, video.duration_s, components, prompt=prompt, guided=guided,
-                       seed=seed, config=config, progress=progress)
+                       seed=seed, config=config, progress=progress, score=score)
 
 
 def i2a(
@@ -189,13 +193,14 @@ def i2a(
     seed: int = 0,
     config: AlignConfig | None = None,
     progress: ProgressFn | None = None,
+    score: bool = True,
 ) -> TaskResult:
     """Image -> Audio of ``duration_s`` seconds."""
     if duration_s <= 0:
         raise AvbridgeError(f"duration must be positive, got {duration_s}")
     cond = Condition("image", image_to_tensor(image))
     return _audio_task("i2a", cond, image, duration_s, components, prompt=prompt, guided=guided,
-                       seed=seed, config=config, progress=progress)
+                       seed=seed, config=config, progress=progress, score=score)
 
 
 def a2v(
@@ -207,6 +212,7 @@ def a2v(
     seed: int = 0,
     config: AlignConfig | None = None,
     progress: ProgressFn | None = None,
+    score: bool = True,
 ) -> TaskResult:
     """Audio -> Video as long as the audio (fps and size from the generator), audio muxed in."""
     gen = _need(components.video, "a video", "a2v")
@@ -215,7 +221,8 @@ def a2v(
     spec = gen.default_spec(audio.duration_s)
     cond = Condition("audio", audio_to_tensor(audio), rate=audio.sample_rate)
     res = align(gen, components.binder, spec=spec, condition=cond, prompt=text,
-                config=config or paper_config("a2v"), seed=seed, guided=guided, progress=progress)
+                config=config or paper_config("a2v"), seed=seed, guided=guided, progress=progress,
+                score=score)
     video = tensor_to_video(res.media["visual"], float(spec.fps or 8.0))
     return TaskResult(mux_audio(video, audio), text, res.trace)
 
@@ -229,6 +236,7 @@ def a2i(
     seed: int = 0,
     config: AlignConfig | None = None,
     progress: ProgressFn | None = None,
+    score: bool = True,
 ) -> TaskResult:
     """Audio -> Image with the image generator (Stable Diffusion: the UNet AnimateDiff is built
     on, so A2I uses the same text-to-image prior as A2V's frames). Falls back to the video
@@ -244,7 +252,8 @@ def a2i(
     text = _prompt(prompt, components.audio_captioner, audio)
     cond = Condition("audio", audio_to_tensor(audio), rate=audio.sample_rate)
     res = align(gen, components.binder, spec=gen.default_spec(None), condition=cond, prompt=text,
-                config=config or paper_config("a2i"), seed=seed, guided=guided, progress=progress)
+                config=config or paper_config("a2i"), seed=seed, guided=guided, progress=progress,
+                score=score)
     return TaskResult(tensor_to_image(res.media["visual"]), text, res.trace)
 
 
@@ -257,6 +266,7 @@ def joint(
     seed: int = 0,
     config: AlignConfig | None = None,
     progress: ProgressFn | None = None,
+    score: bool = True,
 ) -> TaskResult:
     """Text -> Video with a generated audio track, both ``duration_s`` long (Joint-VA)."""
     if duration_s <= 0:
@@ -267,7 +277,7 @@ def joint(
     aspec = ga.default_spec(duration_s)
     res = align_joint(ga, gv, components.binder, audio_spec=aspec, video_spec=vspec, prompt=prompt,
                       config=config or paper_config("joint"), seed=seed, guided=guided,
-                      progress=progress)
+                      progress=progress, score=score)
     video = tensor_to_video(res.media["visual"], float(vspec.fps or 8.0))
     audio = _to_audio(ga, res.media["audio"], duration_s)
     return TaskResult(mux_audio(video, audio), prompt, res.trace)

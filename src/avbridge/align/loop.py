@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from avbridge.align import extensions as ext
+from avbridge.align.extensions import Extension, from_config
 from avbridge.align.config import AlignConfig, per_modality
 from avbridge.align.decode import embed_media, embed_prediction, media_rate
 from avbridge.align.losses import AlignLoss
@@ -54,20 +54,21 @@ def _autocast(device: torch.device, dtype: str | None) -> Any:
 def run_streams(
     streams: Sequence[Stream], binder: Binder, *, config: AlignConfig, condition: Condition | None = None,
     loss_text: str | None = None, seed: int = 0, guided: bool = True, batch: int = 1,
-    progress: ProgressFn | None = None,
+    progress: ProgressFn | None = None, score: bool = True,
 ) -> AlignResult:
     """Denoise one or two generators in lockstep, steering them toward one loss.
 
     ``condition`` (a fixed input, e.g. the video of V2A) and ``loss_text`` (the prompt's
     text term) are embedded once, before the loop; the output once more after it, to
-    report ``trace.final_loss`` for guided and vanilla alike.
+    report ``trace.final_loss`` for guided and vanilla alike. ``score=False`` skips that
+    final embedding; a vanilla run then calls the binder not at all (``final_loss`` is nan).
     """
     keys = [s.key for s in streams]
     if not streams or len(set(keys)) != len(keys):
         raise ValueError(f"one or two streams of different modalities are needed, got {keys}")
     if condition is not None and condition.key in keys:
         raise ValueError(f"condition modality {condition.key!r} is also being generated")
-    extensions = ext.from_config(config)
+    extensions = from_config(config)
     stages = extensions if guided else []  # vanilla runs have no guided steps and no refine
     loss_fn = AlignLoss(config.weights)
     for e in extensions:
@@ -80,9 +81,9 @@ def run_streams(
 
     fixed: dict[str, Embedding | None] = {}
     with torch.no_grad():
-        if condition is not None:
+        if condition is not None and (guided or score):
             fixed[condition.key] = embed(condition.modality, condition.data, condition.rate)
-        if loss_text:
+        if loss_text and (guided or score):
             calls[0] += 1
             fixed["text"] = binder.embed_text([loss_text] * batch)
 
@@ -136,11 +137,13 @@ def run_streams(
                 )
             out = st.generator.decode(st.z, st.stream.spec)
             latents[st.key], media[st.key] = st.z.detach(), out.detach()
-            embs[st.key] = embed(st.modality, out, media_rate(st.generator, st.stream.spec))
-        final = loss_fn(embs, generated=keys)
-    trace.final_loss = float(final.total.mean())
-    trace.final_loss_per_sample = [float(v) for v in final.total]
-    trace.final_terms = final.item_terms()
+            if score:
+                embs[st.key] = embed(st.modality, out, media_rate(st.generator, st.stream.spec))
+        if score:
+            final = loss_fn(embs, generated=keys)
+            trace.final_loss = float(final.total.mean())
+            trace.final_loss_per_sample = [float(v) for v in final.total]
+            trace.final_terms = final.item_terms()
     trace.binder_calls = calls[0]
     prompts = {st.key: st.cond.embeds.detach() for st in states}
     return AlignResult(latents=latents, media=media, prompt_embeds=prompts, trace=trace)
@@ -149,7 +152,7 @@ def run_streams(
 def _guided_step(
     states: list[_State], i: int, fixed: dict[str, Embedding | None], loss_fn: AlignLoss,
     config: AlignConfig, embed: Callable[[str, Any, float | None], Embedding], binder: Binder,
-    extensions: Sequence[ext.Extension],
+    extensions: Sequence[Extension],
 ) -> list[float]:
     """Inner updates of the latents (and prompts) at step ``i``, then the sampler step."""
     groups: list[dict[str, Any]] = []
@@ -201,6 +204,7 @@ def _guided_step(
 def align(
     generator: Generator, binder: Binder, *, spec: MediaSpec, condition: Condition | None, prompt: str = "",
     config: AlignConfig | None = None, seed: int = 0, guided: bool = True, progress: ProgressFn | None = None,
+    score: bool = True,
 ) -> AlignResult:
     """One generator guided by a fixed condition (V2A, I2A, A2V, A2I).
 
@@ -210,15 +214,15 @@ def align(
     batch = 1 if condition is None else int(condition.data.shape[0])
     return run_streams([Stream(generator, spec, prompt)], binder, config=config or AlignConfig(),
                        condition=condition, loss_text=prompt or None, seed=seed, guided=guided, batch=batch,
-                       progress=progress)
+                       progress=progress, score=score)
 
 
 def align_joint(
     audio_generator: Generator, video_generator: Generator, binder: Binder, *, audio_spec: MediaSpec,
     video_spec: MediaSpec, prompt: str, config: AlignConfig | None = None, seed: int = 0, guided: bool = True,
-    progress: ProgressFn | None = None,
+    progress: ProgressFn | None = None, score: bool = True,
 ) -> AlignResult:
     """Joint-VA: two generators in lockstep, one triangle loss, gradients to both latents."""
     streams = [Stream(audio_generator, audio_spec, prompt), Stream(video_generator, video_spec, prompt)]
     return run_streams(streams, binder, config=config or AlignConfig(), loss_text=prompt or None, seed=seed,
-                       guided=guided, progress=progress)
+                       guided=guided, progress=progress, score=score)

@@ -157,6 +157,12 @@ def _add_sampling_options(p: argparse.ArgumentParser, *, takes_prompt: bool = Tr
         help="vanilla baseline: the same models, seed and schedule, with no binder guidance",
     )
     a.add_argument(
+        "--score",
+        action="store_true",
+        help="with --no-guidance: also compute the binder loss of the output (a vanilla run otherwise "
+        "makes no binder call; guided runs always report it)",
+    )
+    a.add_argument(
         "--lr",
         type=per_modality,
         help="learning rate of the latent update; for joint also audio=LR,visual=LR (default: the "
@@ -562,7 +568,8 @@ def _run_task(args: argparse.Namespace) -> int:
     t_load = time.perf_counter() - t0
     fn = getattr(tasks, task)
     kwargs: dict[str, Any] = dict(
-        prompt=args.prompt, guided=not args.no_guidance, seed=args.seed, config=settings.config
+        prompt=args.prompt, guided=not args.no_guidance, seed=args.seed, config=settings.config,
+        score=not args.no_guidance or args.score,
     )
     if task in ("joint", "i2a"):
         kwargs["duration_s"] = args.duration
@@ -582,13 +589,15 @@ def _run_task(args: argparse.Namespace) -> int:
             "task": task, "output": str(written), "input": getattr(args, "input", None), "mode": mode,
             "preset": args.preset, "prompt": result.prompt, "seed": args.seed,
             "load_s": round(t_load, 3), "generate_s": round(t_gen, 3),
-            "final_loss": trace.final_loss, "step_loss": trace.step_loss, "guided_steps": trace.guided_steps,
+            "final_loss": trace.final_loss if trace.final_loss == trace.final_loss else None,
+            "binder_calls": trace.binder_calls, "step_loss": trace.step_loss,
+            "guided_steps": trace.guided_steps,
             "settings": settings.record(),
         }
         media.write_text_atomic(Path(args.summary), json.dumps(summary, indent=1) + "\n")
     if not args.quiet:
         loss = getattr(getattr(result, "trace", None), "final_loss", None)
-        extra = f", binder loss {loss:.4f}" if isinstance(loss, float) else ""
+        extra = f", binder loss {loss:.4f}" if isinstance(loss, float) and loss == loss else ""
         print(
             f"avbridge: wrote {written} ({mode}, preset {args.preset}, prompt {result.prompt!r}; "
             f"load {t_load:.1f}s, generate {t_gen:.1f}s{extra})",
