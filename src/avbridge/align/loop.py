@@ -26,9 +26,9 @@ from typing import Any
 
 import torch
 
-from avbridge.align.extensions import Extension, from_config
 from avbridge.align.config import AlignConfig, per_modality
 from avbridge.align.decode import embed_media, embed_prediction, media_rate
+from avbridge.align.extensions import Extension, from_config
 from avbridge.align.losses import AlignLoss
 from avbridge.align.types import AlignResult, AlignTrace, Condition, ProgressFn, Stream
 from avbridge.errors import AvbridgeError
