@@ -14,6 +14,7 @@ import html
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import cast
 
 import regex
 import torch
@@ -45,8 +46,8 @@ def _byte_alphabet() -> dict[int, str]:
 @lru_cache
 def _load_vocab(path: str) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
     lines = gzip.open(path, "rt", encoding="utf-8").read().split("\n")
-    # Line 0 is a header; CLIP keeps the first 49152 - 256 - 2 merges.
-    merges = [tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1]]
+    # Line 0 is a header; CLIP keeps the first 49152 - 256 - 2 merges; each merge line is "a b".
+    merges = [cast(tuple[str, str], tuple(line.split())) for line in lines[1 : 49152 - 256 - 2 + 1]]
     base = list(_byte_alphabet().values())
     vocab = base + [c + "</w>" for c in base] + ["".join(m) for m in merges]
     vocab += ["<|startoftext|>", "<|endoftext|>"]
@@ -91,7 +92,7 @@ class ClipTokenizer:
 
     def encode(self, text: str) -> list[int]:
         """Ids of one text, without start/end tokens."""
-        ids = []
+        ids: list[int] = []
         for piece in _PATTERN.findall(clean_text(text)):
             word = "".join(self.byte_map[b] for b in piece.encode("utf-8"))
             ids.extend(self.encoder[t] for t in self._bpe(word))
