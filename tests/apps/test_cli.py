@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from avbridge import loading as registry
 from avbridge.apps import cli
 from avbridge.io import media
-from avbridge.models import loading as registry
 
 STEPS = ["--preset", "tiny-random", "--steps", "2", "--quiet"]
 
@@ -323,49 +323,6 @@ def test_progress_bar_follows_callback(capsys: pytest.CaptureFixture[str]) -> No
     bar.close()
     assert bar._bar is None
     assert "x:" in capsys.readouterr().err
-
-
-# ----------------------------------------------------------------------------- demo
-
-
-def test_demo_writes_playable_files_and_contact_sheet(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """The demo on a 1-s world clip with 1 step (the real demo uses a 4-s clip and more steps)."""
-    import json
-
-    from avbridge.apps import demo
-
-    full = demo.load_examples(1)[0]
-    v = full.video
-    short = media.Video(
-        v.frames[:8], v.fps, media.Audio(v.audio.samples[: v.audio.sample_rate], v.audio.sample_rate)
-    )
-    truth = {**full.truth, "event_times": [t for t in full.truth["event_times"] if t < 1.0] or [0.5]}
-    monkeypatch.setattr(demo, "load_examples", lambda n=1: [demo.Example("ex", short, full.caption, truth)])
-    monkeypatch.setattr(demo, "world_models_available", lambda: False)
-    rc = cli.main(["demo", "--out", str(tmp_path / "demo"), "--steps", "1"])
-    err = capsys.readouterr().err
-    assert rc == 0, err
-    assert "NOISE" in err  # says plainly that tiny random models make noise
-    d = tmp_path / "demo"
-    for name in ("ex_input", "ex_v2a_guided", "ex_v2a_vanilla", "ex_joint_guided", "ex_joint_vanilla"):
-        out = media.read_video(d / f"{name}.mp4", need_audio=True)
-        assert out.duration_s == pytest.approx(1.0, abs=0.01), name
-    sheet = media.read_image(d / "contact_sheet.png")
-    assert sheet.pixels.shape[0] > 300 and sheet.pixels.shape[1] > 600
-    summary = json.loads((d / "summary.json").read_text())
-    assert summary["preset"] == "tiny-random" and summary["noise"] is True
-    assert {(r["task"], r["mode"]) for r in summary["runs"]} == {
-        ("v2a", "guided"),
-        ("v2a", "vanilla"),
-        ("joint", "guided"),
-        ("joint", "vanilla"),
-    }
-    assert json.loads((d / "ex_truth.json").read_text())["caption"] == full.caption
-    for r in summary["runs"]:  # event-sync scores: V2A against the truth, joint audio against its video
-        key = "sync_f1_audio_vs_truth" if r["task"] == "v2a" else "sync_f1_audio_vs_video"
-        assert 0.0 <= r[key] <= 1.0
 
 
 def test_per_modality_values() -> None:

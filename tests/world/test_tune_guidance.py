@@ -1,16 +1,16 @@
-"""scripts/tune_world_guidance.py: the pick rules on made-up validation summaries."""
+"""training/world/tune_guidance.py: the pick rules on made-up validation summaries."""
 
 from __future__ import annotations
 
-from conftest import load_script
+from training.world import tune_guidance
 
 
 def _load():
-    return load_script("tune_world_guidance")
+    return tune_guidance
 
 
 def _row(name: str, sync: float, cls: float) -> dict:
-    return {"setting": {"name": name}, "variant": "guided-per-clip",
+    return {"setting": {"name": name}, "variant": "per-clip",
             "summary": {"sync_f1": [sync, 0.0, 1.0], "class_acc": [cls, 0.0, 1.0]}}
 
 

@@ -1,10 +1,13 @@
-"""``avbridge world bench``: every task guided and vanilla on held-out world clips.
+"""``avbridge world bench``: what ``avbridge TASK`` ships, against vanilla, on held-out world clips.
 
 For each test clip (``split_seeds("test", n)``) and each task, the same models, the same
-generation seed and the same prompt policy run twice: guided (the aligner) and vanilla
-(no guidance; prompts from the captioners, i.e. the class word, as in the tasks'
-baselines). Scores use only ground truth, plain signal processing and the evaluation
-classifiers (``avbridge.world.evalmodels``), never the guidance binder:
+generation seed and the same prompt policy run once per variant (:data:`VARIANTS`): by
+default ``vanilla`` (no guidance) and ``shipped`` (guided with exactly the settings
+``avbridge TASK`` uses with the world models: ``default_config(task, preset="world",
+steps)``). Other variants (``pooled``, ``per-clip``: the shipped settings with the
+per-clip loss forced off or on) run only when asked for. ``bench.json`` records every
+variant's full resolved settings. Scores use only ground truth, plain signal processing
+and the evaluation classifiers (``avbridge.world.evalmodels``), never the guidance binder:
 
 - ``sync_f1``: event-sync F1 with a tolerance of one video frame (0.125 s). V2A: onsets of
   the generated audio vs the condition's true event times; A2V: motion events of the
@@ -29,7 +32,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import fields, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,15 @@ from avbridge.world.scene import WORLD, WorldClip, render_clip, split_seeds
 TASKS = ("v2a", "i2a", "a2v", "a2i", "joint")
 TOL_S = 1.0 / WORLD.fps
 METRICS = ("sync_f1", "class_acc", "colour_acc", "size_acc", "label_agreement", "av_align")
+#: Variant name -> (guided, per_clip override or None = the shipped value).
+VARIANTS: dict[str, tuple[bool, bool | None]] = {
+    "vanilla": (False, False),
+    "shipped": (True, None),
+    "pooled": (True, False),
+    "per-clip": (True, True),
+}
+#: What ``avbridge world bench`` runs without ``--variants``.
+DEFAULT_VARIANTS = ("vanilla", "shipped")
 
 
 def bootstrap_ci(values: list[float], n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
@@ -149,14 +161,33 @@ def _runner(task: str) -> Callable[..., Any]:
     return {"v2a": v2a, "i2a": i2a, "a2v": a2v, "a2i": a2i, "joint": joint}[task]
 
 
-def variants(per_clip: bool, vanilla: bool = True, pooled: bool = True) -> list[tuple[str, bool, bool]]:
-    """(name, guided, per_clip) of each run: vanilla, guided, and optionally guided per-clip."""
-    out = [("vanilla", False, False)] if vanilla else []
-    if pooled or not per_clip:
-        out.append(("guided", True, False))
-    if per_clip:
-        out.append(("guided-per-clip", True, True))
-    return out
+def variant_config(base: Any, variant: str) -> Any:
+    """The AlignConfig of ``variant`` over the task's shipped settings ``base``."""
+    if variant not in VARIANTS:
+        raise AvbridgeError(f"unknown variant {variant!r}: choose from {', '.join(VARIANTS)}")
+    per_clip = VARIANTS[variant][1]
+    return base if per_clip is None else replace(base, per_clip=per_clip)
+
+
+def settings_record(config: Any) -> dict[str, Any]:
+    """Every AlignConfig field of ``config`` as JSON-safe values (tuples become lists)."""
+    return json.loads(json.dumps(asdict(config), default=str))
+
+
+def run_one(task: str, clip: WorldClip, components: Any, evalm: Any, *, guided: bool, config: Any,
+            gen_seed: int, progress: Any = None) -> tuple[Any, dict[str, Any]]:
+    """Generate one output of ``task`` for ``clip`` and score it: ``(TaskResult, row)``.
+
+    The one code path of a bench row; ``avbridge demo`` calls it too, so the demo's figures
+    are a bench run's on the same clips."""
+    t1 = time.time()
+    kw = {"progress": progress} if progress is not None else {}
+    res = _runner(task)(clip, components, guided=guided, seed=gen_seed, config=config, **kw)
+    row = {"task": task, "seed": clip.truth["seed"], "gen_seed": gen_seed, "prompt": res.prompt,
+           "truth_events": clip.truth["event_times"], "wall_s": round(time.time() - t1, 2),
+           "final_binder_loss": round(float(res.trace.final_loss), 5)}
+    row.update(score_output(task, clip, res.media, evalm))
+    return res, row
 
 
 def run_bench(
@@ -166,7 +197,7 @@ def run_bench(
     components: Any = None,
     evalmodels: Any = None,
     steps: int | None = None,
-    per_clip: bool = False,
+    variants: tuple[str, ...] | list[str] = DEFAULT_VARIANTS,
     seed: int = 0,
     device: str = "cpu",
     start: int = 0,
@@ -175,24 +206,25 @@ def run_bench(
     binder: str | None = None,
     audio_model: str | None = None,
     video_model: str | None = None,
-    vanilla: bool = True,
-    pooled: bool = True,
+    preset: str = "world",
     log: Callable[[str], None] | None = print,
 ) -> dict[str, Any]:
-    """Run the bench; returns ``{"config", "summary": {task: {variant: {metric: [mean, lo, hi]}}},
-    "rows": [...]}``. ``components`` defaults to ``load_components("world")``.
+    """Run the bench; returns ``{"config", "settings": {task: {variant: {field: value}}},
+    "summary": {task: {variant: {metric: [mean, lo, hi]}}}, "rows": [...]}``.
+    ``components`` defaults to ``load_components("world")``.
 
+    ``variants`` names the runs per clip (:data:`VARIANTS`; default vanilla and shipped).
+    Every variant starts from the task's shipped settings, ``default_config(task,
+    preset="world", steps=steps)``, with ``overrides`` (AlignConfig fields) on top.
     ``split`` is ``"test"`` for reported figures; ``"val"`` is for choosing settings
-    (``scripts/tune_world_guidance.py``), so the test clips never steer a choice.
-    ``overrides`` replaces AlignConfig fields of every guided variant's task default;
-    ``vanilla=False`` skips the vanilla runs (a settings sweep needs them once);
-    ``pooled=False`` with ``per_clip`` skips the pooled-loss guided runs.
+    (``python -m training.world.tune_guidance``), so the test clips never steer a choice.
+    Clip ``i`` of the run (test seed ``start + i``) is generated with seed ``seed + i``.
     ``binder`` replaces the world binder by another folder (e.g. a retrained one), for every
     variant; ``audio_model`` and ``video_model`` likewise replace the world's AudioLDM or
     AnimateDiff folder (the video one also serves the image tasks). All three are ignored
-    when ``components`` is given.
+    when ``components`` is given. ``preset`` names whose settings ``shipped`` runs (tests
+    pass "tiny-random" with tiny components; the world's for every reported figure).
     """
-    from avbridge.tasks import default_config
     from avbridge.world.evalmodels import EvalModels
 
     bad = [t for t in tasks if t not in TASKS]
@@ -202,32 +234,35 @@ def run_bench(
         raise AvbridgeError(f"--n must be at least 1, got {n}")
     if split not in ("val", "test"):
         raise AvbridgeError(f"split must be 'val' or 'test', got {split!r}")
+    variants = tuple(variants)
+    bad = [v for v in variants if v not in VARIANTS]
+    if bad or not variants:
+        raise AvbridgeError(f"unknown variant(s) {', '.join(bad) or '(none given)'}: "
+                            f"choose from {', '.join(VARIANTS)}")
     if components is None:
-        from avbridge.models.loading import TASK_NEEDS, load_components
+        from avbridge.loading import load_components
+        from avbridge.tasks import TASKS as TASK_TABLE
 
-        need = sorted({g for t in tasks for g in TASK_NEEDS[t]})
+        need = sorted({g for t in tasks for g in TASK_TABLE[t].needs})
         components = load_components("world", device=device, need=need, binder=binder,
                                      audio_model=audio_model, video_model=video_model)
     evalm = evalmodels if evalmodels is not None else EvalModels.load()
     seeds = split_seeds(split, n, start=start)  # type: ignore[arg-type]
     rows: list[dict[str, Any]] = []
+    settings: dict[str, dict[str, Any]] = {}
     t0 = time.time()
     for task in tasks:
-        run = _runner(task)
-        base = default_config(task, preset="world", steps=steps)
+        base = shipped_config(task, steps, preset)
         if overrides:
             base = replace(base, **overrides)
+        configs = {v: variant_config(base, v) for v in variants}
+        settings[task] = {v: settings_record(c) for v, c in configs.items()}
         for i, s in enumerate(seeds):
             clip = render_clip(s)
-            for name, guided, pc in variants(per_clip, vanilla, pooled):
-                cfg = replace(base, per_clip=pc)
-                t1 = time.time()
-                res = run(clip, components, guided=guided, seed=seed + i, config=cfg)
-                row = {"task": task, "variant": name, "seed": s, "gen_seed": seed + i,
-                       "prompt": res.prompt, "truth_events": clip.truth["event_times"],
-                       "wall_s": round(time.time() - t1, 2)}
-                row.update(score_output(task, clip, res.media, evalm))
-                rows.append(row)
+            for name in variants:
+                _, row = run_one(task, clip, components, evalm, guided=VARIANTS[name][0],
+                                 config=configs[name], gen_seed=seed + i)
+                rows.append({"variant": name, **row})
             if log is not None:
                 done = [r for r in rows if r["task"] == task and r["seed"] == s]
                 msg = "  ".join(f"{r['variant']}: sync {r.get('sync_f1', float('nan')):.2f} "
@@ -236,19 +271,26 @@ def run_bench(
     summary: dict[str, Any] = {}
     for task in tasks:
         summary[task] = {}
-        for name, _, _ in variants(per_clip, vanilla, pooled):
+        for name in variants:
             sel = [r for r in rows if r["task"] == task and r["variant"] == name]
             summary[task][name] = {
                 m: list(bootstrap_ci([r[m] for r in sel if r.get(m) is not None]))
                 for m in METRICS if any(r.get(m) is not None for r in sel)
             }
             summary[task][name]["n"] = len(sel)
-    config = {"n": n, "tasks": list(tasks), "steps": steps, "per_clip": per_clip, "seed": seed,
+    config = {"n": n, "tasks": list(tasks), "steps": steps, "variants": list(variants), "seed": seed,
               "device": device, "split": split, "seeds": [seeds[0], seeds[-1]],
               "overrides": overrides or {}, "binder": binder, "audio_model": audio_model,
-              "video_model": video_model, "tolerance_s": TOL_S,
+              "video_model": video_model, "preset": preset, "tolerance_s": TOL_S,
               "wall_s": round(time.time() - t0, 1)}
-    return {"config": config, "summary": summary, "rows": rows}
+    return {"config": config, "settings": settings, "summary": summary, "rows": rows}
+
+
+def shipped_config(task: str, steps: int | None = None, preset: str = "world") -> Any:
+    """The settings ``avbridge TASK --preset PRESET`` runs (the preset's resolved ones)."""
+    from avbridge.presets import default_config
+
+    return default_config(task, preset=preset, steps=steps)
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -270,19 +312,24 @@ def format_table(result: dict[str, Any]) -> str:
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``avbridge world bench``."""
-    p.add_argument("--n", type=int, default=100, help="held-out test clips per task")
+    p.add_argument("--n", type=int, default=100, help="held-out clips per task")
     p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tasks")
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the task's)")
-    p.add_argument("--per-clip", action="store_true", help="also run guided with the per-clip loss")
+    p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), metavar="LIST",
+                   help="comma-separated runs per clip: vanilla (no guidance), shipped (the settings "
+                   "`avbridge TASK` uses with the world models), pooled / per-clip (shipped with the "
+                   "per-clip loss forced off / on)")
+    p.add_argument("--per-clip", action="store_true",
+                   help="shorthand: add the pooled and per-clip variants to --variants")
     p.add_argument("--seed", type=int, default=0, help="generation seed of the first clip (+i per clip)")
     p.add_argument("--start", type=int, default=0, help="offset of the first test seed")
     p.add_argument("--device", default="cpu", help="torch device")
     p.add_argument("--split", choices=("test", "val"), default="test",
                    help="held-out clips to run on: test (reported figures) or val (trying settings)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="overrides",
-                   help="replace an AlignConfig field of the task defaults, e.g. --set update=norm-grad "
-                   "--set lr=0.3 (repeatable; guidance fields change the guided runs only; "
-                   "per_clip is set per variant, see --per-clip)")
+                   help="replace an AlignConfig field of the shipped settings in every variant, e.g. "
+                   "--set update=norm-grad --set lr=0.3 (repeatable; guidance fields change the guided "
+                   "runs only; per_clip is set by the variant, see --variants)")
     p.add_argument("--binder", default=None, metavar="DIR",
                    help="use this binder folder instead of the world's (a retrained one; for every variant)")
     p.add_argument("--audio-model", default=None, metavar="DIR",
@@ -317,7 +364,8 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             known = ", ".join(sorted(names))
             raise AvbridgeError(f"--set {item!r}: expected FIELD=VALUE, FIELD one of {known}")
         if key == "per_clip":
-            raise AvbridgeError("--set per_clip: each variant sets it; --per-clip adds the per-clip variant")
+            raise AvbridgeError("--set per_clip: each variant sets it; use --variants pooled,per-clip "
+                                "(or --per-clip)")
         cur = getattr(defaults, key)
         try:
             if isinstance(cur, bool):
@@ -351,7 +399,10 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 def run_from_args(args: argparse.Namespace) -> int:
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
-    result = run_bench(args.n, tasks, steps=args.steps, per_clip=args.per_clip, seed=args.seed,
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if args.per_clip:
+        variants += [v for v in ("pooled", "per-clip") if v not in variants]
+    result = run_bench(args.n, tasks, steps=args.steps, variants=variants, seed=args.seed,
                        device=args.device, start=args.start, split=args.split,
                        overrides=parse_overrides(args.overrides), binder=args.binder,
                        audio_model=args.audio_model, video_model=args.video_model,

@@ -4,14 +4,13 @@ For each task, runs the world bench on ``--n`` validation clips (never the test 
 ``avbridge world bench`` reports on) for every learning rate of the grid, with the plain
 and the per-clip loss, prints mean [95% CI] of sync F1 and class accuracy, and picks the
 setting with the highest ``sync_f1 + class_acc`` (class accuracy alone for I2A/A2I);
-``--pick targets`` instead takes the best sync among the settings that meet the issue's
-targets against vanilla on the same clips (how A2V's setting was picked in the
-eighteenth session).
+``--pick targets`` instead takes the best sync among the settings that beat vanilla's sync
+by 0.15 without losing class on the same clips (how A2V's 25-step setting was picked).
 ``--write`` stores the picks in the models' ``guidance.json``, which
 ``avbridge.presets.default_config(task, preset="world")`` then uses.
 
-    python scripts/tune_world_guidance.py --tasks v2a,a2v --n 30 --steps 10 --write
-    python scripts/tune_world_guidance.py --tasks v2a --n 50 --grid lr=0.1,0.2,0.3 \
+    python -m training.world.tune_guidance --tasks v2a,a2v --n 30 --steps 10 --write
+    python -m training.world.tune_guidance --tasks v2a --n 50 --grid lr=0.1,0.2,0.3 \
         --grid mel_grad=full,envelope --write
 
 ``--write --from-steps`` stores the picks for runs of ``--steps`` steps or more instead
@@ -166,13 +165,17 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.out.parent / "guidance.lock", "w") as lock:  # other tasks' tunings may run beside
             fcntl.flock(lock, fcntl.LOCK_EX)
             cur = json.loads(path.read_text()) if path.is_file() else {}
-            cur["_note"] = ("chosen by scripts/tune_world_guidance.py on validation clips (never the "
-                            "test clips the bench reports on); _val: the pick's validation means over "
-                            "_val_n clips at _steps denoising steps; from_steps: the settings chosen "
-                            "for runs of at least that many steps, over the task's base ones; other "
-                            "fields are the paper's (avbridge.presets.default_config)")
+            cur["_note"] = ("AlignConfig fields of the world models per task, over the paper's settings "
+                            "(avbridge.presets.resolve_settings); from_steps: the fields for runs of at "
+                            "least that many steps, over the task's base ones. Chosen on validation "
+                            "clips only, never the test clips the bench reports on")
+            from avbridge.world.scene import split_seeds
+
+            val = split_seeds("val", args.n, start=args.start)
             for task, pick in picks.items():
-                entry = {**pick, "_val_n": args.n, "_steps": args.steps}
+                how = (f"chosen on validation clips {val[0]}-{val[-1]} at {args.steps} steps by "
+                       f"training/world/tune_guidance.py (--pick {args.pick})")
+                entry = {"_how": how, **{k: v for k, v in pick.items() if k != "_val"}}
                 old = cur.get(task, {})
                 if args.from_steps:
                     old.setdefault("from_steps", {})[str(args.steps)] = entry

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Retrain every model of the embedded world (avbridge/world/models) from scratch.
 #
-#   scripts/train_world.sh [CLIPS] [SCALE]
+#   training/train_world.sh [CLIPS] [SCALE]
 #
 # On a GPU the independent stages run side by side in two phases (the UNets need their
 # VAE and text encoder); on CPU they run one after another. SCALE multiplies every
