@@ -359,6 +359,8 @@ def load_components(
     need: tuple[str, ...] | list[str] | None = None,
     seed: int = 0,
     guidance_decoder: str | list[str] | None = None,
+    offload: bool = False,
+    vae_slicing: bool = False,
 ) -> Components:
     """Load every model of a run once, outside any sampling call, into ``tasks.Components``.
 
@@ -367,7 +369,9 @@ def load_components(
     tiny random weights of the ``tiny-random`` preset (:func:`preset_note` says when the
     outputs are noise). ``guidance_decoder`` (``"auto"`` or folders) gives the generators
     small decoders for the guidance branch only
-    (:func:`avbridge.models.guidance_decoders.attach_guidance_decoders`).
+    (:func:`avbridge.models.guidance_decoders.attach_guidance_decoders`). ``offload`` loads
+    the generators on the CPU and moves each module to ``device`` only while it runs (model
+    CPU offload); ``vae_slicing`` decodes one item/frame at a time (docs/generators.md).
     """
     quiet_libraries()
     if preset not in PRESETS:
@@ -378,18 +382,25 @@ def load_components(
         raise ValueError(f"unknown components in need=: {sorted(unknown)}")
     kw: dict[str, Any] = dict(device=device, dtype=dtype, seed=seed)
     b = load_binder(binder, preset, **kw)
-    audio = load_audio(audio_model, preset, **kw) if "audio" in wanted else None
-    video = load_video(video_model, preset, **kw) if "video" in wanted else None
+    gen_kw = dict(kw, device="cpu") if offload else kw  # offloaded modules live on the CPU
+    audio = load_audio(audio_model, preset, **gen_kw) if "audio" in wanted else None
+    video = load_video(video_model, preset, **gen_kw) if "video" in wanted else None
     image = None
     if "image" in wanted:
         image = load_video(
             image_model if image_model is not None else video_model,
             preset,
-            device=device,
+            device=gen_kw["device"],
             dtype=dtype,
             seed=seed,
             modality="image",
         )
+    if offload or vae_slicing:
+        from avbridge.models.generators import apply_memory_options
+
+        for g in (audio, video, image):
+            if g is not None:
+                apply_memory_options(g, offload=device if offload else None, vae_slicing=vae_slicing)
     if guidance_decoder:
         from avbridge.models.guidance_decoders import attach_guidance_decoders
 

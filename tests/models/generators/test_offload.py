@@ -174,3 +174,21 @@ def test_apply_memory_options_turns_on_what_a_generator_supports(fake_audio_gen)
     apply_memory_options(plain)
     assert plain._offload_device is None and not plain.vae.use_slicing and not plain.vae.use_tiling
     assert apply_memory_options(fake_audio_gen, offload="cpu", vae_slicing=True) is fake_audio_gen
+
+
+def test_load_components_memory_options():
+    import importlib
+
+    mod = None
+    for name in ("avbridge.loading", "avbridge.models.loading"):
+        try:
+            mod = importlib.import_module(name)
+            break
+        except ImportError:
+            continue
+    comps = mod.load_components("tiny-random", captioner="none", offload=True, vae_slicing=True)
+    for g in (comps.audio, comps.video, comps.image):
+        assert g._offload_device == torch.device("cpu") and g.vae.use_slicing
+        assert g.unet._hf_hook is not None
+    plain = mod.load_components("tiny-random", captioner="none", need=["audio"])
+    assert plain.audio._offload_device is None and not plain.audio.vae.use_slicing
