@@ -19,7 +19,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -178,6 +178,8 @@ class SelfAttention(nn.Module):
         self.num_heads = num_heads
         self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
         self.in_proj_bias = nn.Parameter(torch.empty(3 * dim))
+        self.bias_k: nn.Parameter | None
+        self.bias_v: nn.Parameter | None
         if add_bias_kv:
             self.bias_k = nn.Parameter(torch.empty(1, 1, dim))
             self.bias_v = nn.Parameter(torch.empty(1, 1, dim))
@@ -188,7 +190,7 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         b, n, d = x.shape
         q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
-        if self.bias_k is not None:
+        if self.bias_k is not None and self.bias_v is not None:  # both set, or neither
             k = torch.cat([k, self.bias_k.expand(b, 1, d)], dim=1)
             v = torch.cat([v, self.bias_v.expand(b, 1, d)], dim=1)
             if attn_mask is not None:
@@ -330,6 +332,8 @@ class PatchPreprocessor(nn.Module):
 class TextPreprocessor(nn.Module):
     """Token + position embeddings; owns the causal mask buffer ``mask`` (-inf above the diagonal)."""
 
+    mask: torch.Tensor
+
     def __init__(self, vocab_size: int, context_length: int, dim: int):
         super().__init__()
         self.token_embedding = nn.Embedding(vocab_size, dim)
@@ -367,6 +371,8 @@ class Normalize(nn.Module):
 
 class LogitScaling(nn.Module):
     """Multiply by min(exp(log_logit_scale), max): a parameter (text) or a fixed buffer (audio)."""
+
+    log_logit_scale: torch.Tensor
 
     def __init__(self, init: float, learnable: bool, max_scale: float = 100.0):
         super().__init__()
@@ -471,25 +477,37 @@ class ImageBindModel(nn.Module):
             elif isinstance(m, SelfAttention):
                 nn.init.xavier_uniform_(m.in_proj_weight)
                 nn.init.zeros_(m.in_proj_bias)
-                if m.bias_k is not None:
+                if m.bias_k is not None and m.bias_v is not None:  # both set, or neither
                     nn.init.xavier_normal_(m.bias_k)
                     nn.init.xavier_normal_(m.bias_v)
         for name in ("vision", "audio"):
-            pre = self.modality_preprocessors[name]
+            pre = self.patch_preprocessor(name)
             scale = pre.cls_token.shape[-1] ** -0.5
             nn.init.normal_(pre.cls_token, std=scale)
             nn.init.normal_(pre.pos_embedding_helper.pos_embed, std=scale)
-        text = self.modality_preprocessors["text"]
+        text = self.text_preprocessor()
         nn.init.normal_(text.token_embedding.weight, std=0.02)
         nn.init.normal_(text.pos_embed, std=0.01)
-        post = self.modality_postprocessors
-        post["text"][1].log_logit_scale.fill_(math.log(self.config.text_logit_scale_init))
-        post["audio"][1].log_logit_scale.fill_(math.log(self.config.audio_logit_scale))
+        self.logit_scaling("text").log_logit_scale.fill_(math.log(self.config.text_logit_scale_init))
+        self.logit_scaling("audio").log_logit_scale.fill_(math.log(self.config.audio_logit_scale))
+
+    # Typed views into the ModuleDicts (whose items torch types as plain nn.Module).
+    def patch_preprocessor(self, modality: str) -> PatchPreprocessor:
+        """The vision or audio preprocessor (patch stem, cls token, position embedding)."""
+        return cast(PatchPreprocessor, self.modality_preprocessors[modality])
+
+    def text_preprocessor(self) -> TextPreprocessor:
+        """The text preprocessor (token and position embeddings, causal mask)."""
+        return cast(TextPreprocessor, self.modality_preprocessors["text"])
+
+    def logit_scaling(self, modality: str) -> LogitScaling:
+        """The LogitScaling step of the text or audio postprocessor (Normalize, LogitScaling)."""
+        return cast(LogitScaling, cast(nn.Sequential, self.modality_postprocessors[modality])[1])
 
     def set_gradient_checkpointing(self, enabled: bool = True) -> None:
         """Recompute trunk blocks in backward: less memory for the huge model, more time."""
         for trunk in self.modality_trunks.values():
-            trunk.gradient_checkpointing = enabled
+            cast(Trunk, trunk).gradient_checkpointing = enabled
 
     def embed(self, modality: str, x: torch.Tensor) -> torch.Tensor:
         """Head output (N, out_embed_dim), before normalisation and scaling.
@@ -499,7 +517,7 @@ class ImageBindModel(nn.Module):
         """
         if modality == "text":
             tokens = self.modality_preprocessors["text"](x)
-            mask = self.modality_preprocessors["text"].mask[: x.shape[1], : x.shape[1]]
+            mask = self.text_preprocessor().mask[: x.shape[1], : x.shape[1]]
             h = self.modality_trunks["text"](tokens, mask)
             return self.modality_heads["text"](h, x.argmax(dim=-1))
         if modality not in ("vision", "audio"):
@@ -697,11 +715,11 @@ class ImageBindBinder(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.model.modality_preprocessors["vision"].cls_token.device
+        return self.model.patch_preprocessor("vision").cls_token.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.model.modality_preprocessors["vision"].cls_token.dtype
+        return self.model.patch_preprocessor("vision").cls_token.dtype
 
     def _clip_embedding(self, modality: str, x: torch.Tensor, batch: int) -> Embedding:
         # float32 out, whatever the model's dtype: the loss (1 - cos) is computed on these,
