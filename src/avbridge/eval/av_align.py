@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -154,7 +154,9 @@ def decode_audio_track(path: str | Path) -> tuple[np.ndarray, int]:
             for frame in container.decode(stream):
                 arr = frame.to_ndarray()
                 if arr.dtype.kind == "i":
-                    arr = arr.astype(np.float32) / float(np.iinfo(arr.dtype).max + 1)
+                    # a signed integer dtype (the check does not narrow PyAV's union of frame dtypes)
+                    int_dtype = cast("np.dtype[np.signedinteger[Any]]", arr.dtype)
+                    arr = arr.astype(np.float32) / float(np.iinfo(int_dtype).max + 1)
                 if frame.format.is_planar:
                     chunks.append(arr.astype(np.float32))  # (channels, n)
                 else:
@@ -196,7 +198,7 @@ def flow_series(frames_bgr: Sequence[np.ndarray]) -> np.ndarray:
     return np.array([values[0], *values], dtype=np.float64)
 
 
-def video_peaks(series: Sequence[float], fps: float, version: Version = "fixed") -> list[float]:
+def video_peaks(series: Sequence[float] | np.ndarray, fps: float, version: Version = "fixed") -> list[float]:
     """Times ``i / fps`` of strict local maxima of ``series`` (i = 1..N-2); fixed also needs >= 0.1."""
     _check_version(version)
     s = [float(x) for x in series]

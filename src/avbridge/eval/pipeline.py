@@ -221,7 +221,8 @@ class FeatureCache:
     def save(self, entry: Path, arrays: Mapping[str, np.ndarray]) -> None:
         entry.parent.mkdir(parents=True, exist_ok=True)
         tmp = entry.with_suffix(".tmp.npz")
-        np.savez(tmp, **arrays)
+        # numpy's stub types **kwds against allow_pickle: bool too; the keys here are array names
+        np.savez(tmp, **arrays)  # type: ignore[arg-type]
         tmp.replace(entry)
 
 
@@ -318,7 +319,8 @@ def av_align_version() -> str:
     import cv2
     import librosa
 
-    return f"librosa{librosa.__version__}-opencv{cv2.__version__}"
+    # librosa's lazy-loader __init__.pyi does not declare __version__ (present at runtime)
+    return f"librosa{librosa.__version__}-opencv{cv2.__version__}"  # type: ignore[attr-defined]
 
 
 def _av_align_intermediates(
