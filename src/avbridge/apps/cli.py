@@ -122,6 +122,17 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
         default="float32",
         help="weight and compute precision (float16/bfloat16 only make sense on a GPU)",
     )
+    g.add_argument(
+        "--offload",
+        action="store_true",
+        help="model CPU offload: keep the generators' modules in CPU memory and move each to --device "
+        "only while it runs (less GPU memory, slower; same output)",
+    )
+    g.add_argument(
+        "--vae-slicing",
+        action="store_true",
+        help="decode one item / video frame at a time in the VAE (lower peak memory; same output)",
+    )
 
 
 def _add_sampling_options(p: argparse.ArgumentParser, *, takes_prompt: bool = True) -> None:
@@ -564,6 +575,8 @@ def _run_task(args: argparse.Namespace) -> int:
         dtype=_dtype(args.dtype),
         need=info.needs,
         guidance_decoder=getattr(args, "guidance_decoder", None),
+        offload=getattr(args, "offload", False),
+        vae_slicing=getattr(args, "vae_slicing", False),
     )
     t_load = time.perf_counter() - t0
     fn = getattr(tasks, task)

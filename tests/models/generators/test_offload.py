@@ -192,3 +192,25 @@ def test_load_components_memory_options():
         assert g.unet._hf_hook is not None
     plain = mod.load_components("tiny-random", captioner="none", need=["audio"])
     assert plain.audio._offload_device is None and not plain.audio.vae.use_slicing
+
+
+def test_cli_offload_and_vae_slicing_same_image(tmp_path, capsys, hook_calls):
+    """``avbridge a2i --offload --vae-slicing`` writes the same image as without them."""
+    import numpy as np
+
+    from avbridge.apps import cli
+    from avbridge.io import media
+
+    sr = 16000
+    x = np.arange(sr) / sr
+    wav = media.write_output(tmp_path / "in.wav", media.Audio((0.3 * np.sin(2 * np.pi * 440 * x)).astype(
+        np.float32), sr))
+    outs = []
+    for extra in ([], ["--offload", "--vae-slicing"]):
+        out = tmp_path / f"out{len(outs)}.png"
+        rc = cli.main(["a2i", str(wav), "-o", str(out), "--preset", "tiny-random", "--steps", "2", "--quiet",
+                       "--window", "0.0", "1.0", *extra])
+        assert rc == 0, capsys.readouterr().err
+        assert bool(hook_calls) == bool(extra)  # the flags reached the generators' hooks
+        outs.append(media.read_image(out).pixels)
+    assert outs[0].std() > 0 and np.array_equal(outs[0], outs[1])
