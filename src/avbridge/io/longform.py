@@ -128,23 +128,28 @@ def join_video(pieces: list[Video], windows: list[Window], total_s: float) -> Vi
     ]
     total = max(1, round(total_s * fps))
     frames = np.clip(np.rint(_join(fitted, offsets, total, _linear)), 0, 255).astype(np.uint8)
-    audio = None
-    if all(p.audio is not None for p in pieces):
-        audio = join_audio([p.audio for p in pieces], windows, total_s)
+    audio: Audio | None = None
+    tracks = [p.audio for p in pieces if p.audio is not None]
+    if len(tracks) == len(pieces):
+        audio = join_audio(tracks, windows, total_s)
     return Video(frames, fps, audio)
 
 
 def slice_condition(cond: Audio | Video, window: Window) -> Audio | Video:
     """The part of a condition (audio or video, with its audio track) inside ``window``."""
     if isinstance(cond, Audio):
-        sr = cond.sample_rate
-        return Audio(cond.samples[round(window.start_s * sr) : round(window.end_s * sr)], sr)
+        return _slice_audio(cond, window)
     fps = float(cond.fps)
     a, b = round(window.start_s * fps), round(window.end_s * fps)
     audio = None
     if cond.audio is not None:
-        audio = slice_condition(cond.audio, window)
+        audio = _slice_audio(cond.audio, window)
     return Video(cond.frames[a : max(b, a + 1)], fps, audio)
+
+
+def _slice_audio(audio: Audio, window: Window) -> Audio:
+    sr = audio.sample_rate
+    return Audio(audio.samples[round(window.start_s * sr) : round(window.end_s * sr)], sr)
 
 
 def window_seed(seed: int, index: int, output_kind: str) -> int:
@@ -187,14 +192,16 @@ def generate_windowed(
         if on_window is not None:
             on_window(w.index + 1, len(windows))
     if output_kind == "audio":
-        if not all(isinstance(p, Audio) for p in pieces):
+        audios = [p for p in pieces if isinstance(p, Audio)]
+        if len(audios) != len(pieces):
             raise AvbridgeError("a window of an audio task did not return audio")
-        return pieces[0] if len(pieces) == 1 else join_audio(pieces, windows, total_s)
-    if not all(isinstance(p, Video) for p in pieces):
+        return audios[0] if len(audios) == 1 else join_audio(audios, windows, total_s)
+    videos = [p for p in pieces if isinstance(p, Video)]
+    if len(videos) != len(pieces):
         raise AvbridgeError("a window of a video task did not return video")
-    if len(pieces) == 1:
-        return pieces[0]
-    out = join_video(pieces, windows, total_s)
+    if len(videos) == 1:
+        return videos[0]
+    out = join_video(videos, windows, total_s)
     if isinstance(cond, Audio):
         out = mux_audio(out, cond)
     return out
