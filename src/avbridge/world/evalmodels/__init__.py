@@ -18,7 +18,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -49,6 +49,9 @@ def mel_filterbank(sr: int = WORLD.sample_rate, n_fft: int = N_FFT, n_mels: int 
 
 class LogMel(nn.Module):
     """Waveform (B, N) at 16 kHz -> log-mel (B, 1, N_MELS, frames), fixed affine scaling."""
+
+    fb: torch.Tensor
+    window: torch.Tensor
 
     def __init__(self) -> None:
         super().__init__()
@@ -149,7 +152,10 @@ def label_agreement(a: Prediction, b: Prediction) -> np.ndarray:
     return (a.vector() * b.vector()).sum(1)
 
 
-def _load(model: nn.Module, path: Path) -> nn.Module:
+_M = TypeVar("_M", bound=nn.Module)
+
+
+def _load(model: _M, path: Path) -> _M:
     from safetensors.torch import load_file
 
     if not path.is_file():
@@ -191,8 +197,8 @@ class EvalModels:
         for a in audios:
             x = resample(a.samples, a.sample_rate, WORLD.sample_rate)[:n]
             rows.append(np.pad(x, (0, n - len(x))))
-        x = torch.from_numpy(np.stack(rows)).float().to(self.device)
-        h = self.audio.features(x)
+        batch = torch.from_numpy(np.stack(rows)).float().to(self.device)
+        h = self.audio.features(batch)
         probs = {k: torch.softmax(v, 1).cpu().numpy() for k, v in self.audio.heads(h).items()}
         return Prediction(probs, h.cpu().numpy())
 
