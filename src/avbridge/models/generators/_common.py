@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import torch
 from accelerate.hooks import ModelHook, add_hook_to_module, remove_hook_from_module
 from accelerate.utils import send_to_device
-from diffusers import DDIMScheduler
+from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 from diffusers.utils import logging as diffusers_logging
 
 from avbridge.errors import CheckpointError
@@ -54,7 +54,7 @@ class DDIMMath:
         """The timestep after ``t`` in the last schedule (``t - T // 50`` if ``t`` is not in it)."""
         if t in self._next:
             return self._next[t]
-        return t - self.scheduler.config.num_train_timesteps // 50
+        return t - self.scheduler.config["num_train_timesteps"] // 50
 
     def abar(self, t: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:
         """alpha-bar at ``t`` broadcast to ``like`` (batch-first), in ``like``'s dtype/device."""
@@ -137,10 +137,9 @@ def cfg_inputs(
 ) -> tuple[torch.Tensor, bool]:
     """Conditioning for one UNet call: ``[uncond; cond]`` when CFG is on, else ``cond``."""
     emb = match_batch(cond.embeds, b)
-    use_cfg = guidance_scale != 1.0 and cond.negative is not None
-    if use_cfg:
-        neg = match_batch(cond.negative, b)
-        return torch.cat([neg, emb], dim=0), True
+    negative = cond.negative if guidance_scale != 1.0 else None
+    if negative is not None:
+        return torch.cat([match_batch(negative, b), emb], dim=0), True
     return emb, False
 
 
