@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from diffusers.models import AutoencoderKL, UNet2DConditionModel
+from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 from transformers import (
     AutoTokenizer,
     ClapTextConfig,
@@ -145,7 +146,7 @@ def audioldm_config(variant: str = "m-full") -> dict[str, dict[str, Any]]:
     its config; the value here is only a placeholder for random-weight builds.
     """
     if variant == "tiny":
-        ch = (32, 64)
+        ch: tuple[int, ...] = (32, 64)
         return {
             "unet": dict(
                 sample_size=32, in_channels=4, out_channels=4,
@@ -247,10 +248,10 @@ class AudioLDMGenerator(LatentDiffusionAdapter):
         self.tokenizer, self.scheduler = tokenizer, scheduler
         freeze(unet, vae, text_encoder, vocoder)
         self.default_duration_s = float(default_duration_s)
-        self.sample_rate: int | None = int(vocoder.config.sampling_rate)
+        self.sample_rate: int = int(vocoder.config.sampling_rate)
         self.hop_length = int(np.prod(vocoder.config.upsample_rates))
         self.n_mels = int(vocoder.config.model_in_dim)
-        self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.vae_scale_factor = 2 ** (len(vae.config["block_out_channels"]) - 1)
         self._ddim = DDIMMath(scheduler)
         max_pos = getattr(text_encoder.config, "max_position_embeddings", 514)
         self.max_text_length = int(min(tokenizer.model_max_length, max_pos - 2))
