@@ -169,3 +169,28 @@ def test_real_tiny_components_guided_beats_vanilla(task, tiny_components):
         assert media.duration_s == pytest.approx(0.5) and media.audio is not None
     else:
         assert media.pixels.shape == (32, 32, 3)
+
+
+def test_trace_records_every_setting_and_where_it_came_from():
+    from avbridge.presets import resolve_settings
+
+    comps = fake_components()
+    given = run("v2a", comps, False, 0)
+    assert given.trace.settings["steps"] == {"value": 8, "from": "given"}
+    paper = v2a(a_video(), comps, guided=False, seed=0)
+    assert paper.trace.settings["steps"] == {"value": 30, "from": "paper"}
+    assert paper.trace.settings["update"] == {"value": "adam-sign", "from": "default"}
+    resolved = resolve_settings("a2v", options={"steps": 3, "lr": 0.02})
+    out = a2v(an_audio(), comps, guided=True, seed=0, config=resolved)
+    s = out.trace.settings
+    assert s["lr"] == {"value": 0.02, "from": "option"} and s["prompt_lr"] == {"value": 0.01, "from": "paper"}
+    assert len(out.trace.guided_steps) == len(resolved.config.guided_steps())
+
+
+def test_conditions_too_short_are_refused_before_any_model_runs():
+    comps = fake_components()
+    with pytest.raises(AvbridgeError, match="minimum is 2 frames"):
+        v2a(a_video(seconds=1 / 6), comps)
+    with pytest.raises(AvbridgeError, match="minimum is 0.5 s"):
+        a2i(an_audio(seconds=0.01), comps)
+    assert sum(comps.binder.calls.values()) == 0

@@ -12,11 +12,12 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from avbridge.align import AlignConfig
+from avbridge.align.config import Settings
 from avbridge.align.losses import LossWeights
 from avbridge.errors import AvbridgeError, CheckpointError
 from avbridge.models.binders.base import ClipSpec
@@ -184,27 +185,6 @@ PRESETS: dict[str, Preset] = {
          "image": PAPER_VIDEO_BASE, "binder": "imagebind_huge.pth (--binder)", "captioner": "binder"},
     ),
 }
-
-
-@dataclass
-class Settings:
-    """A run's resolved AlignConfig and where each field's value came from."""
-
-    config: AlignConfig
-    sources: dict[str, str] = field(default_factory=dict)
-
-    def record(self) -> dict[str, dict[str, Any]]:
-        """``{field: {"value": ..., "from": ...}}``, JSON-safe, for traces and summaries."""
-        values = dataclasses.asdict(self.config)
-        return {k: {"value": _jsonable(v), "from": self.sources.get(k, "default")} for k, v in values.items()}
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, tuple):
-        return list(v)
-    if isinstance(v, Mapping):
-        return {k: _jsonable(x) for k, x in v.items()}
-    return v
 
 
 def resolve_settings(

@@ -12,7 +12,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from avbridge.align import AlignConfig, AlignTrace, Condition, ProgressFn, align, align_joint
+from avbridge.align import (
+    AlignConfig,
+    AlignResult,
+    AlignTrace,
+    Condition,
+    ProgressFn,
+    Settings,
+    align,
+    align_joint,
+)
 from avbridge.errors import AvbridgeError
 from avbridge.io.convert import (
     audio_to_tensor,
@@ -123,6 +132,21 @@ def paper_config(task: str) -> AlignConfig:
     return TASKS[task].paper_config()
 
 
+def _config(config: AlignConfig | Settings | None, task: str) -> AlignConfig:
+    """The AlignConfig of a run: the given one, a resolved one's, or the paper's."""
+    if isinstance(config, Settings):
+        return config.config
+    return config or paper_config(task)
+
+
+def _record(res: AlignResult, config: AlignConfig | Settings | None, task: str) -> None:
+    """Put the run's settings and their sources into its trace (a bare AlignConfig: "given")."""
+    if config is None:
+        config = Settings(paper_config(task), {k: "paper" for k in TASKS[task].paper})
+    if isinstance(config, Settings):
+        res.trace.settings = config.record()
+
+
 def _need(gen: Generator | None, what: str, task: str) -> Generator:
     if gen is None:
         raise AvbridgeError(f"{task} needs {what} generator; none is configured")
@@ -152,7 +176,7 @@ def _audio_task(
     prompt: str | None,
     guided: bool,
     seed: int,
-    config: AlignConfig | None,
+    config: AlignConfig | Settings | None,
     progress: ProgressFn | None,
     score: bool = True,
 ) -> TaskResult:
@@ -160,8 +184,9 @@ def _audio_task(
     text = _prompt(prompt, components.visual_captioner, cond_media)
     spec = gen.default_spec(duration_s)
     res = align(gen, components.binder, spec=spec, condition=condition, prompt=text,
-                config=config or paper_config(task), seed=seed, guided=guided, progress=progress,
+                config=_config(config, task), seed=seed, guided=guided, progress=progress,
                 score=score)
+    _record(res, config, task)
     return TaskResult(_to_audio(gen, res.media["audio"], duration_s), text, res.trace)
 
 
@@ -172,7 +197,7 @@ def v2a(
     prompt: str | None = None,
     guided: bool = True,
     seed: int = 0,
-    config: AlignConfig | None = None,
+    config: AlignConfig | Settings | None = None,
     progress: ProgressFn | None = None,
     score: bool = True,
 ) -> TaskResult:
@@ -191,7 +216,7 @@ def i2a(
     duration_s: float = 4.0,
     guided: bool = True,
     seed: int = 0,
-    config: AlignConfig | None = None,
+    config: AlignConfig | Settings | None = None,
     progress: ProgressFn | None = None,
     score: bool = True,
 ) -> TaskResult:
@@ -210,7 +235,7 @@ def a2v(
     prompt: str | None = None,
     guided: bool = True,
     seed: int = 0,
-    config: AlignConfig | None = None,
+    config: AlignConfig | Settings | None = None,
     progress: ProgressFn | None = None,
     score: bool = True,
 ) -> TaskResult:
@@ -221,8 +246,9 @@ def a2v(
     spec = gen.default_spec(audio.duration_s)
     cond = Condition("audio", audio_to_tensor(audio), rate=audio.sample_rate)
     res = align(gen, components.binder, spec=spec, condition=cond, prompt=text,
-                config=config or paper_config("a2v"), seed=seed, guided=guided, progress=progress,
+                config=_config(config, "a2v"), seed=seed, guided=guided, progress=progress,
                 score=score)
+    _record(res, config, "a2v")
     video = tensor_to_video(res.media["visual"], float(spec.fps or 8.0))
     return TaskResult(mux_audio(video, audio), text, res.trace)
 
@@ -234,7 +260,7 @@ def a2i(
     prompt: str | None = None,
     guided: bool = True,
     seed: int = 0,
-    config: AlignConfig | None = None,
+    config: AlignConfig | Settings | None = None,
     progress: ProgressFn | None = None,
     score: bool = True,
 ) -> TaskResult:
@@ -252,8 +278,9 @@ def a2i(
     text = _prompt(prompt, components.audio_captioner, audio)
     cond = Condition("audio", audio_to_tensor(audio), rate=audio.sample_rate)
     res = align(gen, components.binder, spec=gen.default_spec(None), condition=cond, prompt=text,
-                config=config or paper_config("a2i"), seed=seed, guided=guided, progress=progress,
+                config=_config(config, "a2i"), seed=seed, guided=guided, progress=progress,
                 score=score)
+    _record(res, config, "a2i")
     return TaskResult(tensor_to_image(res.media["visual"]), text, res.trace)
 
 
@@ -264,7 +291,7 @@ def joint(
     duration_s: float = 2.0,
     guided: bool = True,
     seed: int = 0,
-    config: AlignConfig | None = None,
+    config: AlignConfig | Settings | None = None,
     progress: ProgressFn | None = None,
     score: bool = True,
 ) -> TaskResult:
@@ -276,8 +303,9 @@ def joint(
     vspec = gv.default_spec(duration_s)
     aspec = ga.default_spec(duration_s)
     res = align_joint(ga, gv, components.binder, audio_spec=aspec, video_spec=vspec, prompt=prompt,
-                      config=config or paper_config("joint"), seed=seed, guided=guided,
+                      config=_config(config, "joint"), seed=seed, guided=guided,
                       progress=progress, score=score)
+    _record(res, config, "joint")
     video = tensor_to_video(res.media["visual"], float(vspec.fps or 8.0))
     audio = _to_audio(ga, res.media["audio"], duration_s)
     return TaskResult(mux_audio(video, audio), prompt, res.trace)

@@ -6,7 +6,7 @@
 on the embedded world, applied through the loop's hooks; ``types``: its records.
 """
 
-from avbridge.align.config import UPDATES, AlignConfig, PerModality, loss_key, per_modality
+from avbridge.align.config import UPDATES, AlignConfig, PerModality, Settings, loss_key, per_modality
 from avbridge.align.decode import binder_frame_indices, embed_media, uses_mel_path
 from avbridge.align.extensions import (
     EnvelopeGradient,
@@ -23,9 +23,32 @@ from avbridge.align.losses import AlignLoss, LossOutput, LossWeights
 from avbridge.align.types import AlignResult, AlignTrace, Condition, ProgressFn, Stream
 
 __all__ = [
-    "UPDATES", "AlignConfig", "AlignLoss", "AlignResult", "AlignTrace", "Condition", "EnvelopeGradient",
-    "Extension", "LatentFrameMean", "LossOutput", "LossWeights", "NormalizedGradient", "PerClipLoss",
-    "PerModality", "ProgressFn", "Refine", "Stream", "align", "align_joint", "binder_frame_indices",
-    "embed_media", "envelope_projection", "frame_envelope_projection", "loss_key", "per_modality",
-    "run_streams", "uses_mel_path",
+    "AlignConfig",
+    "AlignLoss",
+    "AlignResult",
+    "AlignTrace",
+    "Condition",
+    "EnvelopeGradient",
+    "Extension",
+    "LatentFrameMean",
+    "LossOutput",
+    "LossWeights",
+    "NormalizedGradient",
+    "PerClipLoss",
+    "PerModality",
+    "ProgressFn",
+    "Refine",
+    "Settings",
+    "Stream",
+    "UPDATES",
+    "align",
+    "align_joint",
+    "binder_frame_indices",
+    "embed_media",
+    "envelope_projection",
+    "frame_envelope_projection",
+    "loss_key",
+    "per_modality",
+    "run_streams",
+    "uses_mel_path",
 ]

@@ -10,10 +10,11 @@ defaults switch them off, so ``AlignConfig()`` with a task's paper fields is the
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Literal
+from typing import Any, Literal
 
 from avbridge.align.losses import LossWeights
 
@@ -137,3 +138,38 @@ class AlignConfig:
         if refine <= 0:
             return None
         return min(self.steps - 1, round((1.0 - refine) * self.steps))
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, tuple):
+        return list(v)
+    if isinstance(v, Mapping):
+        return {k: _jsonable(x) for k, x in v.items()}
+    return v
+
+
+def settings_record(
+    config: AlignConfig, sources: Mapping[str, str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """``{field: {"value": ..., "from": ...}}`` of a config, JSON-safe: each value and where it
+    came from ("paper", "preset NAME", "option", "default"; "given" when no source is known)."""
+    src = sources or {}
+    values = dataclasses.asdict(config)
+    return {k: {"value": _jsonable(v), "from": src.get(k, "given")} for k, v in values.items()}
+
+
+@dataclass
+class Settings:
+    """A run's AlignConfig and where each field's value came from
+    (built by :func:`avbridge.presets.resolve_settings`)."""
+
+    config: AlignConfig
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def record(self) -> dict[str, dict[str, Any]]:
+        """``{field: {"value": ..., "from": ...}}``, JSON-safe, for traces and summaries."""
+        return settings_record(self.config, {k: self.sources.get(k, "default") for k in _names()})
+
+
+def _names() -> list[str]:
+    return [f.name for f in fields(AlignConfig)]

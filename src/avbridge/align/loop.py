@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from avbridge.align.config import AlignConfig, per_modality
+from avbridge.align.config import AlignConfig, per_modality, settings_record
 from avbridge.align.decode import embed_media, embed_prediction, media_rate
 from avbridge.align.extensions import Extension, from_config
 from avbridge.align.losses import AlignLoss
@@ -73,7 +73,7 @@ def run_streams(
     loss_fn = AlignLoss(config.weights)
     for e in extensions:
         loss_fn = e.loss(loss_fn)
-    trace, calls = AlignTrace(), [0]
+    trace, calls = AlignTrace(settings=settings_record(config)), [0]
 
     def embed(modality: str, data: Any, rate: float | None) -> Embedding:
         calls[0] += 1

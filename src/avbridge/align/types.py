@@ -54,6 +54,8 @@ class AlignTrace:
     final_terms: dict[str, float] = field(default_factory=dict)
     step_seconds: list[float] = field(default_factory=list)
     binder_calls: int = 0
+    #: every AlignConfig field of the run: ``{field: {"value": ..., "from": ...}}``
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
