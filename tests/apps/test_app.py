@@ -121,6 +121,30 @@ def test_limits_are_refused_naming_the_limit(served):
     assert out[0] == f"avbridge: error: {CLIP.name}: too long: 4.0 s (limit 1 s) (--max-duration)"
     out = roomy.generate("joint", None, "a ball", "", 0, STEPS, 2.0, False, {})
     assert "duration must be in (0, 1] seconds" in out[0]
+    # Over HTTP, Gradio itself refuses the upload at the same size, before it is stored.
+    url = small.launch("127.0.0.1", webapp.free_port(), block=False)
+    try:
+        client = gradio_client.Client(url, verbose=False)
+        with pytest.raises(ValueError, match="exceeds the maximum file size of 10000 bytes"):
+            _call(client, "v2a", upload=gradio_client.handle_file(str(CLIP)))
+    finally:
+        small.close()
+
+
+def test_progress_reports_steps_and_binder_loss(served):
+    app, _ = served
+    calls = []
+
+    def progress(value, desc=None):
+        calls.append((value, desc))
+
+    out = app.generate("v2a", str(CLIP), "", "", 0, 3, None, True, {}, progress)
+    assert out[0].startswith("done: v2a")
+    guided = [d for _, d in calls if d.startswith("guided")]
+    vanilla = [d for _, d in calls if d.startswith("vanilla")]
+    assert [v for v, d in calls if d.startswith("guided")] == [(1, 3), (2, 3), (3, 3)]
+    assert len(vanilla) == 3 and not any("binder loss" in d for d in vanilla)
+    assert any("binder loss" in d for d in guided)
 
 
 def test_concurrent_requests_all_complete_and_folders_are_removed(served):

@@ -75,15 +75,6 @@ def _task_specs() -> dict[str, Any]:
     return cli.TASKS
 
 
-def _loading() -> Any:
-    """The module with ``load_components``: ``avbridge.loading`` (before: ``avbridge.models.loading``)."""
-    try:
-        from avbridge import loading
-    except ImportError:  # pragma: no cover - layout before the move
-        from avbridge.models import loading  # type: ignore[no-redef]
-    return loading
-
-
 def _fmt(value: Any) -> str:
     if isinstance(value, dict):
         return ",".join(f"{k}={v:g}" for k, v in value.items())
@@ -530,7 +521,8 @@ def start_app(args: argparse.Namespace) -> WebApp:
     note = None
     if args.preset == "tiny-random" and all(s is None for s in sources):
         note = "tiny random models: the outputs are noise (for tests)"
-    loading = _loading()
+    from avbridge import loading
+
     t0 = time.perf_counter()
     components = loading.load_components(
         args.preset, audio_model=args.audio_model, video_model=args.video_model, image_model=args.image_model,
@@ -554,8 +546,15 @@ def start_app(args: argparse.Namespace) -> WebApp:
 
 
 def run(args: argparse.Namespace) -> int:
-    """``avbridge app``: serve until Ctrl-C."""
+    """``avbridge app``: serve until Ctrl-C or SIGTERM (both remove the app's temporary folder)."""
+    import signal
+
     app = start_app(args)
+
+    def _stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
     try:
         print(f"avbridge app: serving on http://{args.host}:{args.port} (Ctrl-C stops)", file=sys.stderr)
         app.launch(args.host, args.port, share=args.share, block=True)
