@@ -125,7 +125,7 @@ def test_parse_overrides_types_and_errors():
 def test_bench_command_on_validation_clips_with_a_setting(tmp_path, capsys):
     if not _world_ready():
         pytest.skip("world models or evaluation classifiers not shipped yet")
-    from avbridge.loading import world_models_dir
+    from avbridge.presets import world_models_dir
     from avbridge.world import main
 
     binder = tmp_path / "other-binder"
