@@ -22,7 +22,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, DDIMScheduler, MotionAdapter, UNet2DConditionModel, UNetMotionModel
+from diffusers.models import AutoencoderKL, MotionAdapter, UNet2DConditionModel, UNetMotionModel
+from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 from transformers import AutoTokenizer, CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerBase
 
 from avbridge.errors import AvbridgeError, CheckpointError
@@ -64,7 +65,7 @@ def animatediff_config(variant: str = "sd15-v152") -> dict[str, dict[str, Any]]:
     block, 8 heads, max sequence 32, with a motion mid block.
     """
     if variant == "tiny":
-        ch = (32, 64)
+        ch: tuple[int, ...] = (32, 64)
         return {
             "unet": dict(
                 sample_size=8, in_channels=4, out_channels=4,
@@ -128,15 +129,15 @@ def unet2d_from_motion(unet: UNetMotionModel) -> UNet2DConditionModel:
     """The image UNet inside a ``UNetMotionModel``: same spatial weights, motion modules dropped."""
     c = unet.config
     cfg = dict(
-        sample_size=c.sample_size, in_channels=c.in_channels, out_channels=c.out_channels,
-        down_block_types=tuple(t.replace("Motion", "2D") for t in c.down_block_types),
-        up_block_types=tuple(t.replace("Motion", "2D") for t in c.up_block_types),
-        block_out_channels=tuple(c.block_out_channels), layers_per_block=c.layers_per_block,
-        downsample_padding=c.downsample_padding, mid_block_scale_factor=c.mid_block_scale_factor,
-        act_fn=c.act_fn, norm_num_groups=c.norm_num_groups, norm_eps=c.norm_eps,
-        cross_attention_dim=c.cross_attention_dim,
-        transformer_layers_per_block=c.transformer_layers_per_block,
-        attention_head_dim=c.num_attention_heads, use_linear_projection=c.use_linear_projection,
+        sample_size=c["sample_size"], in_channels=c["in_channels"], out_channels=c["out_channels"],
+        down_block_types=tuple(t.replace("Motion", "2D") for t in c["down_block_types"]),
+        up_block_types=tuple(t.replace("Motion", "2D") for t in c["up_block_types"]),
+        block_out_channels=tuple(c["block_out_channels"]), layers_per_block=c["layers_per_block"],
+        downsample_padding=c["downsample_padding"], mid_block_scale_factor=c["mid_block_scale_factor"],
+        act_fn=c["act_fn"], norm_num_groups=c["norm_num_groups"], norm_eps=c["norm_eps"],
+        cross_attention_dim=c["cross_attention_dim"],
+        transformer_layers_per_block=c["transformer_layers_per_block"],
+        attention_head_dim=c["num_attention_heads"], use_linear_projection=c["use_linear_projection"],
     )
     param = next(unet.parameters())
     with torch.device(param.device), quiet_diffusers():
@@ -178,7 +179,7 @@ class AnimateDiffGenerator(LatentDiffusionAdapter):
         self.unet, self.vae, self.text_encoder = unet, vae, text_encoder
         self.tokenizer, self.scheduler = tokenizer, scheduler
         freeze(unet, vae, text_encoder)
-        self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.vae_scale_factor = 2 ** (len(vae.config["block_out_channels"]) - 1)
         self.default_height, self.default_width = int(default_height), int(default_width)
         self.default_fps, self.default_duration_s = float(default_fps), float(default_duration_s)
         self.decode_chunk_size: int | None = None
