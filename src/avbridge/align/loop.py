@@ -29,7 +29,7 @@ import torch
 from avbridge.align.config import AlignConfig, per_modality, settings_record
 from avbridge.align.decode import embed_media, embed_prediction, media_rate
 from avbridge.align.extensions import Extension, from_config
-from avbridge.align.losses import AlignLoss
+from avbridge.align.losses import AlignLoss, LossWeights
 from avbridge.align.types import AlignResult, AlignTrace, Condition, ProgressFn, Stream
 from avbridge.errors import AvbridgeError
 from avbridge.models.binders.base import Binder, Embedding
@@ -41,7 +41,8 @@ class _State:
 
     def __init__(self, stream: Stream, z: torch.Tensor, cond: PromptCond, timesteps: torch.Tensor):
         self.stream, self.z, self.cond, self.timesteps = stream, z, cond, timesteps
-        self.generator, self.key, self.modality = stream.generator, stream.key, stream.generator.modality
+        self.generator, self.key = stream.generator, stream.key
+        self.modality: str = stream.generator.modality
         self.tuned: torch.Tensor | None = None
 
 
@@ -70,6 +71,8 @@ def run_streams(
         raise ValueError(f"condition modality {condition.key!r} is also being generated")
     extensions = from_config(config)
     stages = extensions if guided else []  # vanilla runs have no guided steps and no refine
+    # AlignConfig.__post_init__ turns a weights mapping (from JSON) into LossWeights
+    assert isinstance(config.weights, LossWeights), "AlignConfig.weights was not normalised"
     loss_fn = AlignLoss(config.weights)
     for e in extensions:
         loss_fn = e.loss(loss_fn)
@@ -176,10 +179,11 @@ def _guided_step(
                                                t, st.cond, scale)
                 eps_now[k] = eps.detach()
             else:
-                if eps_now[k] is None or config.recompute_eps:
+                cached = eps_now[k]
+                if cached is None or config.recompute_eps:
                     with torch.no_grad():
-                        eps_now[k] = st.generator.predict_eps(st.z.detach(), t, st.cond, scale)
-                eps = eps_now[k]
+                        cached = eps_now[k] = st.generator.predict_eps(st.z.detach(), t, st.cond, scale)
+                eps = cached
             x0 = st.generator.predict_x0(st.z, eps, t)
             with _autocast(st.z.device, config.guidance_dtype):
                 embs[st.key] = embed_prediction(st.generator, st.stream.spec, x0, binder, config, embed,
@@ -194,10 +198,10 @@ def _guided_step(
 
     with torch.no_grad():
         for k, st in enumerate(states):
-            t, z, eps = st.timesteps[i], st.z.detach(), eps_now[k]
-            if config.recompute_eps or eps is None:
-                eps = st.generator.predict_eps(z, t, st.cond, per_modality(config.guidance_scale, st.key))
-            st.z = st.generator.step(z, eps, t)
+            t, z, last = st.timesteps[i], st.z.detach(), eps_now[k]
+            if config.recompute_eps or last is None:
+                last = st.generator.predict_eps(z, t, st.cond, per_modality(config.guidance_scale, st.key))
+            st.z = st.generator.step(z, last, t)
     return losses
 
 
