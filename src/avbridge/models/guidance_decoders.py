@@ -21,12 +21,12 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderTiny, ConfigMixin, ModelMixin
-from diffusers.configuration_utils import register_to_config
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models import AutoencoderTiny, ModelMixin
 from torch import nn
 
 from avbridge.errors import CheckpointError
@@ -55,7 +55,7 @@ class AudioGuidanceDecoder(ModelMixin, ConfigMixin):
     learnt), so it replaces ``generator.decode_mel`` one for one.
     """
 
-    config_name = "config.json"
+    config_name = "config.json"  # type: ignore[assignment]  # ConfigMixin declares it as a bare None
 
     @register_to_config
     def __init__(
@@ -153,8 +153,10 @@ def attach(generator: Any, decoder: nn.Module | None) -> Any:
     want = "audio" if generator.modality == "audio" else "visual"
     if decoder_modality(decoder) != want:
         raise CheckpointError(None, f"a {type(decoder).__name__} cannot decode {generator.modality} latents")
-    if int(decoder.config.latent_channels) != int(generator.latent_channels):
-        raise CheckpointError(None, f"guidance decoder reads {decoder.config.latent_channels} latent "
+    # a diffusers ConfigMixin's FrozenDict (nn.Module.__getattr__ types it as Tensor | Module)
+    config: Any = decoder.config
+    if int(config.latent_channels) != int(generator.latent_channels):
+        raise CheckpointError(None, f"guidance decoder reads {config.latent_channels} latent "
                               f"channels, the {generator.modality} generator has {generator.latent_channels}")
     decoder.requires_grad_(False)
     # nn.Module.to: ModelMixin.to warns about fp32 modules this decoder does not have
@@ -192,7 +194,8 @@ def decode_frames(decoder: nn.Module, generator: Any, z0: torch.Tensor, spec: Me
     else:
         z = z0
     dt = next(decoder.parameters()).dtype
-    x = decoder.decode(z.to(dt)).sample.float()
+    taesd = cast(AutoencoderTiny, decoder)  # the visual guidance decoder is TAESD
+    x = taesd.decode(z.to(dt)).sample.float()
     if tuple(x.shape[-2:]) != size:
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
     x = (x / 2 + 0.5).clamp(0, 1)
