@@ -24,6 +24,7 @@ chromium:
 
 test: install chromium
 	$(BIN)/ruff check src tests benchmarks training scripts
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -x --durations=15
 
 # Regenerate docs/img/app.png: the web app (world models) in chromium after one V2A request.
