@@ -2,7 +2,8 @@
 
 Uploads a world clip in the V2A tab, generates, waits until the guided and the vanilla players
 have a playable source and the loss plot is drawn, then uploads a broken file and reads the
-error line. The screenshot goes to ``$AVBRIDGE_APP_SCREENSHOT`` when set (else a temp folder).
+error line, and fills the input from a world example with one click. The screenshot goes to
+``$AVBRIDGE_APP_SCREENSHOT`` when set (else a temp folder).
 Skipped, saying why, only when chromium or playwright is missing (``make test`` installs both).
 """
 
@@ -53,6 +54,13 @@ def test_v2a_in_chromium(url, tmp_path):
         line = shot.upload_broken(page, broken)
         assert line.startswith("avbridge: error: broken.mp4: truncated"), line
         assert "Traceback" not in page.content()
+        # The world examples fill the input with one click.
+        page.locator("#tab-v2a button.gallery-item").first.click()
+        page.wait_for_function(
+            "() => { const v = document.querySelector('#v2a-input video');"
+            " return v && v.currentSrc && v.currentSrc.includes('world-2000000'); }",
+            timeout=15_000,
+        )
         browser.close()
     assert out.stat().st_size > 10_000
     assert time.perf_counter() - t0 < 60
