@@ -626,7 +626,7 @@ def run_batch(
                     raise AvbridgeError(it.error)
                 out_path = out_dir / (it.id + ext)
                 ensure_not_input(out_path, [it.input])
-                media = run_item(it, settings, components, tasks, resolved.config, seed, window_s, timings)
+                media = run_item(it, settings, components, tasks, resolved, seed, window_s, timings)
                 t1 = time.perf_counter()
                 write_output(out_path, media)
                 timings["write_s"] = round(time.perf_counter() - t1, 4)

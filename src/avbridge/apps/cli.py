@@ -581,7 +581,7 @@ def _run_task(args: argparse.Namespace) -> int:
     t_load = time.perf_counter() - t0
     fn = getattr(tasks, task)
     kwargs: dict[str, Any] = dict(
-        prompt=args.prompt, guided=not args.no_guidance, seed=args.seed, config=settings.config,
+        prompt=args.prompt, guided=not args.no_guidance, seed=args.seed, config=settings,
         score=not args.no_guidance or args.score,
     )
     if task in ("joint", "i2a"):
