@@ -405,7 +405,9 @@ def load_task_components(settings: BatchSettings, device: Any, load: Callable[..
     (default ``avbridge.loading.load_components``). ``settings.device`` wins over the
     process's accelerate device."""
     if load is None:
-        from avbridge.loading import load_components as load
+        from avbridge.loading import load_components
+
+        load = load_components
     dev = settings.device or (None if device is None else str(device))
     if dev == "auto" or dev is None:
         import torch
@@ -476,12 +478,15 @@ def run_item(
             kwargs["duration_s"] = item.duration_s or settings.duration_s
         out = fn(cond, components, **kwargs).media
     else:
+        long_cond: Audio | Video | None = None  # joint has no input
         if task == "joint":
             total = item.duration_s or settings.duration_s or 2.0
 
             def gen(part, w, s):
                 return fn(prompt, components, duration_s=w.duration_s, seed=s, **common).media
         else:
+            assert isinstance(cond, (Audio, Video)), f"{task} reads audio or video"  # TASKS' input kind
+            long_cond = cond
             total = cond.duration_s
 
             def gen(part, w, s):
@@ -494,7 +499,7 @@ def run_item(
             overlap_s=settings.overlap_s,
             seed=seed,
             output_kind=out_kind,
-            cond=cond,
+            cond=long_cond,
         )
     timings["generate_s"] = round(time.perf_counter() - t0, 4)
     if settings.out_ext == ".mp4" and isinstance(out, Audio) and isinstance(cond, Video):
