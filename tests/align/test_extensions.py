@@ -26,7 +26,8 @@ def test_each_setting_switches_on_its_named_extension_in_a_fixed_order() -> None
     cfg = AlignConfig(per_clip=True, mel_grad="envelope", latent_grad="frame-mean", update="norm-grad",
                       refine={"audio": 0.5})
     got = from_config(cfg)
-    assert [type(e) for e in got] == [PerClipLoss, EnvelopeGradient, LatentFrameMean, NormalizedGradient, Refine]
+    want = [PerClipLoss, EnvelopeGradient, LatentFrameMean, NormalizedGradient, Refine]
+    assert [type(e) for e in got] == want
     assert got[1].mel and not got[1].frames
     assert from_config(AlignConfig(refine={"audio": 0.0})) == []
 
