@@ -150,8 +150,9 @@ def contact_sheet(rows: list[Row], path: Path, title: str) -> Path:
         if r == len(rows) - 1:
             ax_v.set_xlabel("time (s)", fontsize=7)
             ax_a.set_xlabel("time (s)", fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    height = 1.9 * len(rows) + 0.9
+    fig.suptitle(title, fontsize=9, y=1 - 0.08 / height)
+    fig.tight_layout(rect=(0, 0, 1, 1 - (0.16 * (title.count("\n") + 1) + 0.05) / height))
     with media.atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=80, format="png")
     plt.close(fig)
@@ -317,16 +318,18 @@ def run_demo(
                          "files": files})
 
     means = mean_figures(runs)
-    mean_text = "; ".join(
-        f"{t.upper()} sync F1 {_fmt(by.get('shipped', {}).get('sync_f1'))} guided vs "
-        f"{_fmt(by.get('vanilla', {}).get('sync_f1'))} vanilla, class "
+    mean_lines = [
+        f"mean over {len(seeds)} examples, {t.upper()}: sync F1 {_fmt(by.get('shipped', {}).get('sync_f1'))} "
+        f"guided vs {_fmt(by.get('vanilla', {}).get('sync_f1'))} vanilla; class "
         f"{_fmt(by.get('shipped', {}).get('class_acc'))} vs {_fmt(by.get('vanilla', {}).get('class_acc'))}"
-        for t, by in means.items())
-    title = (f"avbridge demo, preset {preset}, shipped settings ("
-             + ", ".join(f"{t} {c.steps} steps" for t, c in configs.items())
-             + f"), {len(seeds)} held-out examples. Means: {mean_text}.\n{BENCH_LINE}")
+        for t, by in means.items()]
+    title = "\n".join([
+        f"avbridge demo: preset {preset}, shipped settings ("
+        + ", ".join(f"{t} {c.steps} steps" for t, c in configs.items())
+        + f"), {len(seeds)} held-out examples (seeds {', '.join(map(str, seeds))})",
+        *mean_lines, BENCH_LINE])
     if preset == "tiny-random":
-        title += " - TINY RANDOM MODELS: outputs are noise"
+        title = "TINY RANDOM MODELS: the outputs are noise\n" + title
     sheet = contact_sheet(rows, out / "contact_sheet.png", title)
     summary: dict[str, Any] = {
         "preset": preset,
