@@ -146,7 +146,7 @@ def bench_case(
             variants["guided_waveform"] = dataclasses.replace(cfg, audio_path="waveform")
     for st in streams:
         if getattr(st.generator, "guidance_decoder", None) is None:
-            gd.attach(st.generator, _guidance_decoder_for(st.generator).to(device))
+            gd.attach(st.generator, _guidance_decoder_for(st.generator))
     with torch.no_grad():
         fixed = {"text": binder.embed_text(["a dog barking"])}
         if cond is not None:
@@ -265,7 +265,7 @@ def main() -> None:
         g = gens[kind].to(device=device, dtype=dtype)
         dec = getattr(g, "guidance_decoder", None)
         if dec is not None:
-            g.guidance_decoder = dec.to(device=device, dtype=dtype)
+            g.guidance_decoder = torch.nn.Module.to(dec, device=device, dtype=dtype)
 
     all_results: dict[str, dict[str, dict[str, float]]] = {}
     label = "peak MiB v/g/gd" if device.type == "cuda" else "process peak RSS MiB v/g/gd"
