@@ -152,7 +152,8 @@ def distill(
         scale = float((held_y - held_y.mean()).abs().mean())
     student.save_pretrained(str(outdir))
     summary = {
-        "iters_done": it, "iters": iters, "resumed_from": start, "batch": batch, "lr": lr, "sample_steps": sample_steps,
+        "iters_done": it, "iters": iters, "resumed_from": start, "batch": batch, "lr": lr,
+        "sample_steps": sample_steps,
         "cfg": cfg, "duration_s": spec.duration_s, "prompts": len(prompts), "seed": seed,
         "train_l1_last": round(loss_v, 4),
         "heldout_l1": round(held_l1, 4), "heldout_mean_abs_dev": round(scale, 4),
