@@ -7,17 +7,16 @@ import shutil
 from pathlib import Path
 
 import pytest
-from training.world.train import build_parser, run_stage
-
 from training.world import train_captioner
+from training.world.train import build_parser, run_stage
 
 MODELS = Path(__file__).resolve().parents[2] / "src" / "avbridge" / "world" / "models"
 
 
 def test_captioner_stage_fits_heads_for_the_binder_in_models(tmp_path, monkeypatch) -> None:
     from avbridge.errors import AvbridgeError
-    from avbridge.models.captioners import ProbeCaptioner
     from avbridge.loading import load_captioners
+    from avbridge.models.captioners import ProbeCaptioner
     from avbridge.world.scene import render_clip, split_seeds
 
     if not (MODELS / "binder").is_dir():
