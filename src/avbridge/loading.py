@@ -19,6 +19,7 @@ weights is a :class:`~avbridge.errors.CheckpointError` naming the source.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import socket
@@ -402,7 +403,6 @@ def load_components(
             if g is not None:
                 apply_memory_options(g, offload=device if offload else None, vae_slicing=vae_slicing)
     if guidance_decoder:
-        from avbridge.models.guidance_decoders import attach_guidance_decoders
 
         attach_guidance_decoders(guidance_decoder, preset, [audio, video, image], seed=seed)
     audio_cap, visual_cap = load_captioners(captioner, preset, b, device=device, own_binder=binder is None)
@@ -416,3 +416,70 @@ def load_components(
     )
 
 
+# ----------------------------------------------------------------------------- guidance decoders
+
+#: Where the embedded world's distilled audio guidance decoder is shipped.
+WORLD_AUDIO_DECODER = "guidance_decoder_audio"
+
+
+def _auto_guidance_decoder(generator: Any, preset: str, seed: int) -> Any:
+    """The preset's own guidance decoder for a generator, or None when it has none."""
+    from avbridge.models.guidance_decoders import (
+        TAESD_HUB_ID,
+        audio_decoder_for,
+        load_guidance_decoder,
+        tiny_taesd,
+    )
+
+    if preset == "tiny-random":
+        if generator.modality == "audio":
+            n = int(round(math.log2(generator.vae_scale_factor))) + 1
+            return audio_decoder_for(generator, channels=(16,) + (8,) * (n - 1), seed=seed)
+        return tiny_taesd(int(generator.latent_channels), int(generator.vae_scale_factor), seed=seed)
+    if preset == "world":
+        if generator.modality != "audio":
+            return None
+        folder = presets.world_models_dir() / WORLD_AUDIO_DECODER
+        return load_guidance_decoder(folder) if (folder / "config.json").is_file() else None
+    if generator.modality == "audio":
+        return None  # a real AudioLDM's decoder is distilled by the user (avbridge distill-decoder)
+    return load_guidance_decoder(resolve_hub(TAESD_HUB_ID))
+
+
+def attach_guidance_decoders(spec: str | list[str] | None, preset: str, generators: list[Any],
+                             seed: int = 0) -> list[Any]:
+    """Give the run's generators their guidance decoders (``load_components(guidance_decoder=)``).
+
+    ``spec``: ``"auto"`` (the preset's own: the world's shipped audio decoder, TAESD from the
+    hub for the paper's video/image models, tiny random ones for ``tiny-random``; a generator
+    without one keeps decoding with its VAE), or folders / hub ids (a list or comma-separated),
+    each attached to every generator it fits (AudioGuidanceDecoder: audio; AutoencoderTiny:
+    video and image). Returns the generators that got one.
+    """
+    from avbridge.models.guidance_decoders import attach, decoder_modality, load_guidance_decoder
+
+    gens = [g for g in generators if g is not None]
+    if not spec:
+        return []
+    items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    done: list[Any] = []
+    for item in items:
+        if item == "auto":
+            for g in gens:
+                if getattr(g, "guidance_decoder", None) is None:
+                    dec = _auto_guidance_decoder(g, preset, seed)
+                    if dec is not None:
+                        done.append(attach(g, dec))
+            continue
+        folder = Path(item)
+        if not folder.exists():
+            if item.count("/") != 1:
+                raise CheckpointError(item, "no such guidance decoder folder")
+            folder = Path(resolve_hub(item))
+        dec = load_guidance_decoder(folder)
+        kind = decoder_modality(dec)
+        fits = [g for g in gens if ("audio" if g.modality == "audio" else "visual") == kind]
+        if not fits:
+            raise CheckpointError(folder, f"a {type(dec).__name__} fits none of this run's generators")
+        done += [attach(g, dec) for g in fits]
+    return done

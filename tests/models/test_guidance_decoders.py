@@ -8,6 +8,7 @@ import torch
 from avbridge.align import AlignConfig, Condition
 from avbridge.align.loop import align
 from avbridge.errors import CheckpointError
+from avbridge.loading import attach_guidance_decoders
 from avbridge.models import guidance_decoders as gd
 from avbridge.models.binders.imagebind import ImageBindBinder
 from avbridge.models.generators.animatediff import AnimateDiffGenerator
@@ -102,7 +103,7 @@ def test_save_load_attach_and_errors(tmp_path):
     with pytest.raises(CheckpointError, match="no config.json"):
         gd.load_guidance_decoder(tmp_path)
     with pytest.raises(CheckpointError, match="fits none"):
-        gd.attach_guidance_decoders(str(tmp_path / "t"), "tiny-random", [gen])
+        attach_guidance_decoders(str(tmp_path / "t"), "tiny-random", [gen])
 
 
 def test_load_components_auto_tiny_random():
