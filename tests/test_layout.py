@@ -68,6 +68,7 @@ def test_the_cycle_check_finds_a_cycle() -> None:
 
 
 def test_no_training_code_in_the_package() -> None:
+    graph = _graph()
     offenders = [str(p.relative_to(SRC)) for p in PKG.rglob("*.py")
-                 if p.stem.startswith("train") or "training" in _graph()[_module(p)]]
+                 if p.stem.startswith("train") or "training" in graph[_module(p)]]
     assert offenders == []
