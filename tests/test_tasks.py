@@ -194,3 +194,14 @@ def test_conditions_too_short_are_refused_before_any_model_runs():
     with pytest.raises(AvbridgeError, match="minimum is 0.5 s"):
         a2i(an_audio(seconds=0.01), comps)
     assert sum(comps.binder.calls.values()) == 0
+
+
+def test_a_binder_captioner_and_the_guidance_share_one_embedding_of_the_condition():
+    shared = fake_components()
+    shared.visual_captioner = BinderZeroShotCaptioner(shared.binder, ["dog", "rain"])
+    apart = fake_components()
+    apart.visual_captioner = BinderZeroShotCaptioner(FakeBinder(), ["dog", "rain"])
+    a, b = run("v2a", shared, True, 0), run("v2a", apart, True, 0)
+    assert shared.binder.calls["video"] == 1  # the caption and the loop used one embedding
+    assert apart.binder.calls["video"] == 1 and apart.visual_captioner.binder.calls["video"] == 1
+    assert a.prompt == b.prompt and np.array_equal(a.media.samples, b.media.samples)

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from avbridge.align import (
     AlignConfig,
     AlignResult,
@@ -21,6 +23,7 @@ from avbridge.align import (
     Settings,
     align,
     align_joint,
+    embed_media,
 )
 from avbridge.errors import AvbridgeError
 from avbridge.io.convert import (
@@ -32,6 +35,7 @@ from avbridge.io.convert import (
     video_to_tensor,
 )
 from avbridge.io.media import Audio, Image, Video, mux_audio
+from avbridge.models.binders.base import Binder
 from avbridge.models.captioners import Captioner
 from avbridge.models.components import Components
 from avbridge.models.generators.base import Generator, MediaSpec
@@ -153,12 +157,23 @@ def _need(gen: Generator | None, what: str, task: str) -> Generator:
     return gen
 
 
-def _prompt(prompt: str | None, captioner: Captioner | None, media: Audio | Video | Image) -> str:
+def _prompt(
+    prompt: str | None, captioner: Captioner | None, media: Audio | Video | Image, condition: Condition,
+    binder: Binder,
+) -> str:
+    """The user's prompt, else the captioner's caption of the condition, else empty. A captioner
+    that reads the run's own binder gets the condition's embedding, which is then kept on
+    ``condition`` for the loop: the condition is embedded once per run."""
     if prompt is not None:
         return prompt
-    if captioner is not None:
-        return captioner.caption(media)
-    return ""
+    if captioner is None:
+        return ""
+    if getattr(captioner, "binder", None) is binder:
+        if condition.embedding is None:
+            with torch.no_grad():
+                condition.embedding = embed_media(binder, condition.modality, condition.data, condition.rate)
+        return captioner.caption(media, condition.embedding)  # type: ignore[call-arg]
+    return captioner.caption(media)
 
 
 def _to_audio(gen: Generator, x, duration_s: float) -> Audio:
@@ -181,7 +196,7 @@ def _audio_task(
     score: bool = True,
 ) -> TaskResult:
     gen = _need(components.audio, "an audio", task)
-    text = _prompt(prompt, components.visual_captioner, cond_media)
+    text = _prompt(prompt, components.visual_captioner, cond_media, condition, components.binder)
     spec = gen.default_spec(duration_s)
     res = align(gen, components.binder, spec=spec, condition=condition, prompt=text,
                 config=_config(config, task), seed=seed, guided=guided, progress=progress,
@@ -242,9 +257,9 @@ def a2v(
     """Audio -> Video as long as the audio (fps and size from the generator), audio muxed in."""
     gen = _need(components.video, "a video", "a2v")
     check_condition("a2v", audio)
-    text = _prompt(prompt, components.audio_captioner, audio)
-    spec = gen.default_spec(audio.duration_s)
     cond = Condition("audio", audio_to_tensor(audio), rate=audio.sample_rate)
+    text = _prompt(prompt, components.audio_captioner, audio, cond, components.binder)
+    spec = gen.default_spec(audio.duration_s)
     res = align(gen, components.binder, spec=spec, condition=cond, prompt=text,
                 config=_config(config, "a2v"), seed=seed, guided=guided, progress=progress,
                 score=score)
@@ -275,8 +290,8 @@ def a2i(
             raise AvbridgeError("a2i needs an image generator; none is configured")
         gen = as_image()
     check_condition("a2i", audio)
-    text = _prompt(prompt, components.audio_captioner, audio)
     cond = Condition("audio", audio_to_tensor(audio), rate=audio.sample_rate)
+    text = _prompt(prompt, components.audio_captioner, audio, cond, components.binder)
     res = align(gen, components.binder, spec=gen.default_spec(None), condition=cond, prompt=text,
                 config=_config(config, "a2i"), seed=seed, guided=guided, progress=progress,
                 score=score)

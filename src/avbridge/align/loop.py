@@ -85,7 +85,10 @@ def run_streams(
     fixed: dict[str, Embedding | None] = {}
     with torch.no_grad():
         if condition is not None and (guided or score):
-            fixed[condition.key] = embed(condition.modality, condition.data, condition.rate)
+            given = condition.embedding
+            fixed[condition.key] = given if given is not None else embed(
+                condition.modality, condition.data, condition.rate
+            )
         if loss_text and (guided or score):
             calls[0] += 1
             fixed["text"] = binder.embed_text([loss_text] * batch)

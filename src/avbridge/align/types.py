@@ -9,6 +9,7 @@ from typing import Any, Literal
 import torch
 
 from avbridge.align.config import loss_key
+from avbridge.models.binders.base import Embedding
 from avbridge.models.generators.base import Generator, MediaSpec
 
 #: ``progress(step, total, info)``: info holds "guided", and "loss" at guided steps.
@@ -23,6 +24,9 @@ class Condition:
     modality: Literal["audio", "video", "image"]
     data: torch.Tensor
     rate: float | None = None
+    #: the binder's embedding of ``data`` when already computed (e.g. by a captioner): the
+    #: loop then does not embed the condition again
+    embedding: Embedding | None = None
 
     @property
     def key(self) -> str:

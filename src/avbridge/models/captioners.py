@@ -178,17 +178,18 @@ class BinderZeroShotCaptioner:
         self._text: torch.Tensor | None = None
 
     @torch.no_grad()
-    def scores(self, media: Media) -> torch.Tensor:
-        """Cosine similarity of the media's pooled embedding with every label, (num_labels,)."""
+    def scores(self, media: Media, embedding: Embedding | None = None) -> torch.Tensor:
+        """Cosine similarity of the media's pooled embedding (``embedding`` if already computed
+        with this captioner's binder) with every label, (num_labels,)."""
         if self._text is None:
             texts = [self.template.format(label=label) for label in self.labels]
             self._text = self.binder.embed_text(texts).pooled
-        e = binder_embedding(self.binder, media)
+        e = embedding if embedding is not None else binder_embedding(self.binder, media)
         text = self._text.to(e.pooled.device, e.pooled.dtype)
         return (torch.nn.functional.normalize(e.pooled, dim=-1) @ text.T)[0]
 
-    def caption(self, media: Media) -> str:
-        return self.labels[int(self.scores(media).argmax())]
+    def caption(self, media: Media, embedding: Embedding | None = None) -> str:
+        return self.labels[int(self.scores(media, embedding).argmax())]
 
 
 PROBE_MODALITIES = ("audio", "video", "image")
@@ -238,9 +239,11 @@ class ProbeCaptioner:
         raise AvbridgeError(f"cannot caption an object of type {type(media).__name__}")
 
     @torch.no_grad()
-    def embed(self, media: Media) -> torch.Tensor:
-        """The binder's pooled embedding of ``media``, L2-normalised, (1, D)."""
-        return torch.nn.functional.normalize(binder_embedding(self.binder, media).pooled.float(), dim=-1)
+    def embed(self, media: Media, embedding: Embedding | None = None) -> torch.Tensor:
+        """The binder's pooled embedding of ``media`` (``embedding`` if already computed with
+        this captioner's binder), L2-normalised, (1, D)."""
+        e = embedding if embedding is not None else binder_embedding(self.binder, media)
+        return torch.nn.functional.normalize(e.pooled.float(), dim=-1)
 
     def logits(self, modality: str, emb: torch.Tensor) -> dict[str, torch.Tensor]:
         """Each attribute's label scores (N, K) for embeddings (N, D) of ``modality``."""
@@ -256,16 +259,16 @@ class ProbeCaptioner:
             out[attr] = (emb * self.scale) @ w.T.to(emb) + b.to(emb)
         return out
 
-    def predict(self, media: Media) -> dict[str, str]:
+    def predict(self, media: Media, embedding: Embedding | None = None) -> dict[str, str]:
         """The best label of each attribute for ``media``."""
         modality = self._modality(media)
         if modality not in self.heads:
             raise AvbridgeError(f"this captioner has no heads for {modality}")
-        scores = self.logits(modality, self.embed(media))
+        scores = self.logits(modality, self.embed(media, embedding))
         return {a: self.labels[a][int(s[0].argmax())] for a, s in scores.items()}
 
-    def caption(self, media: Media) -> str:
-        return self.template.format(**self.predict(media))
+    def caption(self, media: Media, embedding: Embedding | None = None) -> str:
+        return self.template.format(**self.predict(media, embedding))
 
     def save_pretrained(self, folder: str | Path) -> None:
         """``heads.safetensors`` + ``config.json`` (written last: its presence marks a complete folder)."""
