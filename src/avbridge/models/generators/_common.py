@@ -1,10 +1,11 @@
-"""Pieces shared by the adapters: a stateless DDIM step, CFG, loading helpers, a base mixin."""
+"""Pieces shared by the adapters: DDIM and DPM-Solver++ steps, CFG, loading helpers, a base mixin."""
 
 from __future__ import annotations
 
 import contextlib
 import copy
 import json
+import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -13,6 +14,7 @@ import torch
 from accelerate.hooks import ModelHook, add_hook_to_module, remove_hook_from_module
 from accelerate.utils import send_to_device
 from diffusers.schedulers.scheduling_ddim import DDIMScheduler
+from diffusers.schedulers.scheduling_dpmsolver_multistep import DPMSolverMultistepScheduler
 from diffusers.utils import logging as diffusers_logging
 
 from avbridge.errors import CheckpointError
@@ -96,6 +98,80 @@ class DDIMMath:
         a_prev = self.abar(self.prev_timestep(t_int), z)
         x0 = self.x0(z, eps, t)
         return a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
+
+
+#: The samplers a generator can step with (``set_sampler``, the CLI's ``--sampler``).
+SAMPLERS = ("ddim", "dpm++")
+
+
+class DPMSolverMath:
+    """Deterministic DPM-Solver++ (2M) steps, as diffusers' ``DPMSolverMultistepScheduler``
+    with ``algorithm_type="dpmsolver++"``, ``solver_order=2`` built from the model's scheduler
+    config (same betas, ``timestep_spacing`` and ``steps_offset``).
+
+    The solver is multistep: each step reuses the clean-latent estimate (x0) of the step
+    before. That history lives here, keyed by timestep: ``timesteps(n)`` (a new run) and
+    ``reset()`` (a re-noised latent) clear it, and ``step(z, eps, t)`` computes x0 from the
+    ``z`` and ``eps`` it is given, so guided updates of ``z`` between the UNet call and the
+    step are taken into account as in DDIM. The first step after a reset, and the last step
+    (to sigma 0), are first order, as in diffusers.
+    """
+
+    def __init__(self, scheduler: Any):
+        self.scheduler = DPMSolverMultistepScheduler.from_config(
+            scheduler.config, algorithm_type="dpmsolver++", solver_order=2
+        )
+        self._sigma: dict[int, tuple[float, float]] = {}  # t -> (sigma at t, sigma after t)
+        self._prev: dict[int, int] = {}  # t -> the timestep before it in the schedule
+        self._x0: dict[int, torch.Tensor] = {}
+
+    def timesteps(self, n: int) -> torch.Tensor:
+        """The descending schedule of ``n`` steps, as ``DPMSolverMultistepScheduler.set_timesteps``
+        gives it; starts a new run (clears the multistep history)."""
+        if n < 1:
+            raise ValueError(f"number of steps must be >= 1, got {n}")
+        sched = copy.deepcopy(self.scheduler)
+        sched.set_timesteps(n)
+        ts = [int(x) for x in sched.timesteps]
+        sig = [float(x) for x in sched.sigmas]  # float32 values, as diffusers steps with them
+        self._sigma = {t: (sig[i], sig[i + 1]) for i, t in enumerate(ts)}
+        self._prev = {t: ts[i - 1] for i, t in enumerate(ts) if i > 0}
+        self.reset()
+        return torch.tensor(ts, dtype=torch.long)
+
+    def reset(self) -> None:
+        """Forget the multistep history: the next step is first order."""
+        self._x0 = {}
+
+    @staticmethod
+    def _alpha_sigma(sigma: float) -> tuple[float, float]:
+        alpha = 1.0 / (sigma**2 + 1.0) ** 0.5
+        return alpha, sigma * alpha
+
+    def step(self, z: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """One DPM-Solver++ (2M) step from ``t`` to the next timestep of the last schedule."""
+        t_int = int(torch.as_tensor(t).reshape(-1)[0])
+        if t_int not in self._sigma:
+            raise ValueError(f"timestep {t_int} is not in the schedule; call timesteps(n) first")
+        s0, s_next = self._sigma[t_int]
+        alpha_s0, sigma_s0 = self._alpha_sigma(s0)
+        x0 = (z.to(torch.float32) - sigma_s0 * eps.to(torch.float32)) / alpha_s0
+        prev = self._prev.get(t_int)
+        m1 = self._x0.get(prev) if prev is not None else None
+        self._x0 = {t_int: x0.detach()}
+        if s_next == 0.0:  # the last step, to sigma 0: first order, which is x0 itself
+            return x0.to(z.dtype)
+        alpha_t, sigma_t = self._alpha_sigma(s_next)
+        lam_t = math.log(alpha_t) - math.log(sigma_t)
+        lam_s0 = math.log(alpha_s0) - math.log(sigma_s0)
+        h = lam_t - lam_s0
+        out = (sigma_t / sigma_s0) * z.to(torch.float32) - (alpha_t * (math.exp(-h) - 1.0)) * x0
+        if m1 is not None and m1.shape == x0.shape and prev is not None:
+            alpha_s1, sigma_s1 = self._alpha_sigma(self._sigma[prev][0])
+            r0 = (lam_s0 - (math.log(alpha_s1) - math.log(sigma_s1))) / h
+            d1 = (1.0 / r0) * (x0 - m1.to(x0.device))
+            out = out - 0.5 * (alpha_t * (math.exp(-h) - 1.0)) * d1
+        return out.to(z.dtype)
 
 
 def _channel_stat(vae: Any, name: str, like: torch.Tensor) -> torch.Tensor | None:
@@ -251,7 +327,8 @@ class LatentDiffusionAdapter:
 
     A subclass sets ``unet``, ``vae``, ``text_encoder``, ``scheduler`` and ``_ddim``
     (a :class:`DDIMMath`) and lists in ``_movable`` the attribute names of the modules that
-    :meth:`to` moves. The DDIM protocol methods delegate to ``_ddim``.
+    :meth:`to` moves. The protocol methods delegate to ``_ddim``, or, after
+    ``set_sampler("dpm++")``, ``timesteps``/``step`` to a :class:`DPMSolverMath`.
     """
 
     _movable: tuple[str, ...] = ("unet", "vae", "text_encoder")
@@ -261,6 +338,7 @@ class LatentDiffusionAdapter:
     max_text_length: int
     scheduler: DDIMScheduler
     _ddim: DDIMMath
+    _dpm: DPMSolverMath | None = None
 
     _offload_device: torch.device | None = None
 
@@ -364,18 +442,39 @@ class LatentDiffusionAdapter:
         z = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32)
         return z.to(self.device) * float(self.scheduler.init_noise_sigma)
 
+    @property
+    def sampler(self) -> str:
+        """The sampler that :meth:`timesteps` / :meth:`step` follow: "ddim" (default) or "dpm++"."""
+        return "dpm++" if self._dpm is not None else "ddim"
+
+    def set_sampler(self: _A, name: str) -> _A:
+        """Step with deterministic DDIM (``"ddim"``, the default) or DPM-Solver++ 2M (``"dpm++"``,
+        diffusers' ``DPMSolverMultistepScheduler`` from the model's scheduler config); returns self."""
+        if name not in SAMPLERS:
+            raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+        self._dpm = DPMSolverMath(self.scheduler) if name == "dpm++" else None
+        return self
+
     def timesteps(self, n: int) -> torch.Tensor:
+        if self._dpm is not None:
+            return self._dpm.timesteps(n)
         return self._ddim.timesteps(n)
 
     def predict_x0(self, z: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self._ddim.x0(z, eps, t)
 
     def step(self, z: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if self._dpm is not None:
+            return self._dpm.step(z, eps, t)
         return self._ddim.step(z, eps, t)
 
     def renoise(self, z0: torch.Tensor, t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """``z0`` brought to the noise level of ``t`` (for DPM-Solver++ also a fresh history:
+        ``alpha_t z0 + sigma_t noise`` is the same latent, ``alpha_t = sqrt(abar_t)``)."""
         shape = tuple(z0.shape)
         noise = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32)
+        if self._dpm is not None:
+            self._dpm.reset()
         return self._ddim.add_noise(z0, noise.to(device=z0.device, dtype=z0.dtype), t)
 
 

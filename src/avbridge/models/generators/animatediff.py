@@ -165,6 +165,7 @@ class AnimateDiffGenerator(LatentDiffusionAdapter):
         default_fps: float = 8.0,
         default_duration_s: float = 2.0,
         window_frames: int | None = None,
+        sampler: str = "ddim",
     ):
         if modality is None:
             modality = "video" if isinstance(unet, UNetMotionModel) else "image"
@@ -187,6 +188,7 @@ class AnimateDiffGenerator(LatentDiffusionAdapter):
         # Native clip length: AnimateDiff's motion modules were trained on 16-frame clips.
         self.window_frames = int(window_frames) if window_frames else min(ANIMATEDIFF_WINDOW_FRAMES, max_seq)
         self._ddim = DDIMMath(scheduler)
+        self.set_sampler(sampler)
         max_pos = getattr(text_encoder.config, "max_position_embeddings", 77)
         self.max_text_length = int(min(tokenizer.model_max_length, max_pos))
 
@@ -410,7 +412,7 @@ class AnimateDiffGenerator(LatentDiffusionAdapter):
         if modality == "image":
             gen = cls(unet=gen.unet, vae=gen.vae, text_encoder=gen.text_encoder, tokenizer=gen.tokenizer,
                       scheduler=gen.scheduler, modality="image", default_height=gen.default_height,
-                      default_width=gen.default_width, default_fps=gen.default_fps)
+                      default_width=gen.default_width, default_fps=gen.default_fps, sampler=gen.sampler)
         return gen
 
     @classmethod

@@ -243,6 +243,7 @@ class AudioLDMGenerator(LatentDiffusionAdapter):
         scheduler: DDIMScheduler,
         default_duration_s: float = 5.0,
         window_s: float | None = None,
+        sampler: str = "ddim",
     ):
         self.unet, self.vae, self.text_encoder, self.vocoder = unet, vae, text_encoder, vocoder
         self.tokenizer, self.scheduler = tokenizer, scheduler
@@ -253,6 +254,7 @@ class AudioLDMGenerator(LatentDiffusionAdapter):
         self.n_mels = int(vocoder.config.model_in_dim)
         self.vae_scale_factor = 2 ** (len(vae.config["block_out_channels"]) - 1)
         self._ddim = DDIMMath(scheduler)
+        self.set_sampler(sampler)
         max_pos = getattr(text_encoder.config, "max_position_embeddings", 514)
         self.max_text_length = int(min(tokenizer.model_max_length, max_pos - 2))
         # Native length: AudioLDM was trained on 10.24-s segments (1024 mel frames). The
