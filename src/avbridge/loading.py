@@ -362,6 +362,7 @@ def load_components(
     guidance_decoder: str | list[str] | None = None,
     offload: bool = False,
     vae_slicing: bool = False,
+    sampler: str = "ddim",
 ) -> Components:
     """Load every model of a run once, outside any sampling call, into ``tasks.Components``.
 
@@ -373,6 +374,7 @@ def load_components(
     (:func:`avbridge.models.guidance_decoders.attach_guidance_decoders`). ``offload`` loads
     the generators on the CPU and moves each module to ``device`` only while it runs (model
     CPU offload); ``vae_slicing`` decodes one item/frame at a time (docs/generators.md).
+    ``sampler``: "ddim" (default) or "dpm++" (DPM-Solver++ 2M) for every loaded generator.
     """
     quiet_libraries()
     if preset not in PRESETS:
@@ -396,6 +398,15 @@ def load_components(
             seed=seed,
             modality="image",
         )
+    if sampler != "ddim":
+        for g in (audio, video, image):
+            if g is not None:
+                if not hasattr(g, "set_sampler"):
+                    raise AvbridgeError(f"sampler {sampler!r}: the {g.modality} generator has only its own")
+                try:
+                    g.set_sampler(sampler)
+                except ValueError as e:
+                    raise AvbridgeError(str(e)) from e
     if offload or vae_slicing:
         from avbridge.models.generators import apply_memory_options
 

@@ -150,6 +150,13 @@ def _add_sampling_options(p: argparse.ArgumentParser, *, takes_prompt: bool = Tr
     )
     g.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same output")
     g.add_argument(
+        "--sampler",
+        choices=("ddim", "dpm++"),
+        default="ddim",
+        help="denoising sampler of the generator(s): deterministic DDIM, or DPM-Solver++ (2M), a "
+        "second-order multistep solver for runs with few --steps (docs/generators.md, Samplers)",
+    )
+    g.add_argument(
         "--cfg",
         type=per_modality,
         metavar="SCALE",
@@ -577,6 +584,7 @@ def _run_task(args: argparse.Namespace) -> int:
         guidance_decoder=getattr(args, "guidance_decoder", None),
         offload=getattr(args, "offload", False),
         vae_slicing=getattr(args, "vae_slicing", False),
+        sampler=getattr(args, "sampler", None) or "ddim",
     )
     t_load = time.perf_counter() - t0
     fn = getattr(tasks, task)

@@ -9,6 +9,7 @@ multistep history is reset per run; the default stays DDIM.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from diffusers import AnimateDiffPipeline, AudioLDMPipeline, DPMSolverMultistepScheduler, MotionAdapter
@@ -129,3 +130,37 @@ def test_two_runs_in_a_row_are_identical(fake_binder):
     gen.timesteps(STEPS)
     fresh = gen.step(z, eps, ts[1])
     assert not torch.allclose(second, fresh)
+
+
+def test_load_components_and_cli_pass_the_sampler(monkeypatch, tmp_path):
+    from avbridge import loading
+    from avbridge.apps import cli
+    from avbridge.errors import AvbridgeError
+    from avbridge.io import media
+    from avbridge.loading import load_components
+
+    comps = load_components("tiny-random", need=("audio", "image"), sampler="dpm++")
+    assert comps.audio.sampler == comps.image.sampler == "dpm++"
+    assert load_components("tiny-random", need=("audio",)).audio.sampler == "ddim"
+    with pytest.raises(AvbridgeError, match="unknown sampler"):
+        load_components("tiny-random", need=("audio",), sampler="euler")
+    p = cli.build_parser()
+    assert p.parse_args(["v2a", "in.mp4", "-o", "out.wav"]).sampler == "ddim"
+    assert p.parse_args(["v2a", "in.mp4", "-o", "out.wav", "--sampler", "dpm++"]).sampler == "dpm++"
+    # the CLI hands it to load_components
+    seen: dict[str, object] = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_load(*args, **kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(loading, "load_components", fake_load)
+    video = tmp_path / "in.mp4"
+    media.write_output(video, media.Video(np.full((8, 32, 32, 3), 128, np.uint8), 8.0, None))
+    with pytest.raises(Stop):
+        cli.main(["v2a", str(video), "-o", str(tmp_path / "o.wav"), "--preset", "tiny-random", "--quiet",
+                  "--sampler", "dpm++"])
+    assert seen["sampler"] == "dpm++"
