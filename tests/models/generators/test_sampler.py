@@ -164,3 +164,21 @@ def test_load_components_and_cli_pass_the_sampler(monkeypatch, tmp_path):
         cli.main(["v2a", str(video), "-o", str(tmp_path / "o.wav"), "--preset", "tiny-random", "--quiet",
                   "--sampler", "dpm++"])
     assert seen["sampler"] == "dpm++"
+
+
+def test_renoise_starts_a_fresh_history(fake_binder):
+    """Refine re-noises to the level of ``t`` and steps on: that step is first order, as a
+    fresh run's would be; a guided run with refine works with dpm++."""
+    gen = AnimateDiffGenerator.tiny(seed=0, modality="image", sampler="dpm++")
+    ts = gen.timesteps(STEPS)
+    z, eps = torch.randn(1, 4, 4, 4), torch.randn(1, 4, 4, 4)
+    gen.step(z, eps, ts[0])
+    gen.step(z, eps, ts[1])
+    zr = gen.renoise(z, ts[2], torch.Generator().manual_seed(1))
+    after = gen.step(zr, eps, ts[2])
+    gen.timesteps(STEPS)
+    fresh = gen.step(zr, eps, ts[2])
+    assert torch.equal(after, fresh)
+    spec = MediaSpec(duration_s=0.0, height=32, width=32)
+    res = _run(gen, fake_binder, spec, guided=True, refine=0.5, lr=0.1)
+    assert torch.isfinite(res.media["visual"]).all()
