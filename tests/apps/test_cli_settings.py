@@ -41,6 +41,7 @@ def test_summary_records_each_setting_and_its_source(clip: Path, tmp_path: Path,
     assert st["window"] == {"value": [0.2, 1.0], "from": "paper"}
     assert st["update"]["from"] == "default"
     assert s["mode"] == "guided" and np.isfinite(s["final_loss"]) and s["binder_calls"] > 0
+    assert s["sampler"] == "ddim"
 
 
 def test_vanilla_makes_no_binder_call_unless_score_is_asked(clip: Path, tmp_path: Path, capsys) -> None:

@@ -609,6 +609,7 @@ def _run_task(args: argparse.Namespace) -> int:
         summary = {
             "task": task, "output": str(written), "input": getattr(args, "input", None), "mode": mode,
             "preset": args.preset, "prompt": result.prompt, "seed": args.seed,
+            "sampler": getattr(args, "sampler", None) or "ddim",
             "load_s": round(t_load, 3), "generate_s": round(t_gen, 3),
             "final_loss": trace.final_loss if trace.final_loss == trace.final_loss else None,
             "binder_calls": trace.binder_calls, "step_loss": trace.step_loss,
