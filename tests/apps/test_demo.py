@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from avbridge.apps import cli, demo
 from avbridge.io import media
@@ -31,9 +32,12 @@ def test_demo_seeds_are_the_first_bundled_test_examples(
     assert cmd == "avbridge world bench --tasks a2v --start 8 --n 1 --seed 8"
 
 
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
-    """``avbridge demo`` on one example, V2A and A2V, tiny random models, 1 step."""
+@pytest.fixture(scope="module", params=["1", "2"], ids=["in-process", "two-workers"])
+def demo_run(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, str, str]:
+    """``avbridge demo`` on one example, V2A and A2V, tiny random models, 1 step; in this
+    process, or in two worker processes of one torch thread each."""
     out = tmp_path_factory.mktemp("demo") / "demo"
     mp = pytest.MonkeyPatch()
     mp.setattr(demo, "world_models_available", lambda: False)
@@ -42,7 +46,8 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
 
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        rc = cli.main(["demo", "--out", str(out), "--steps", "1", "--examples", "1", "--quiet"])
+        rc = cli.main(["demo", "--out", str(out), "--steps", "1", "--examples", "1", "--quiet",
+                       "--workers", request.param])
     mp.undo()
     assert rc == 0, stderr.getvalue()
     return out, stdout.getvalue(), stderr.getvalue()
@@ -64,7 +69,8 @@ def test_demo_writes_playable_files_sheet_and_figures(demo_run: tuple[Path, str,
         ("v2a", "shipped"), ("v2a", "vanilla"), ("a2v", "shipped"), ("a2v", "vanilla")}
     for r in summary["runs"]:
         assert 0.0 <= r["sync_f1"] <= 1.0 and r["class_acc"] in (0.0, 1.0)
-        assert r["final_binder_loss"] > 0 and r["bench_command"].startswith("avbridge world bench")
+        assert r["final_binder_loss"] > 0 and "avbridge world bench" in r["bench_command"]
+        assert r["bench_command"].startswith("OMP_NUM_THREADS=1 ") == (summary["workers"] > 1)
     assert summary["settings"]["v2a"]["shipped"]["steps"] == 1
     assert summary["settings"]["a2v"]["vanilla"]["per_clip"] is False
     m = summary["means"]["a2v"]["shipped"]
@@ -84,8 +90,13 @@ def test_demo_figures_equal_a_bench_run_on_the_same_clip(demo_run: tuple[Path, s
     summary = json.loads((d / "summary.json").read_text())
     seed = summary["seeds"][0]
     comps = loading.load_components("tiny-random", need=["audio", "video"], seed=0)
-    res = run_bench(1, ("v2a", "a2v"), components=comps, steps=1, start=demo.split_index(seed),
-                    seed=summary["examples"][0]["gen_seed"], preset="tiny-random", log=None)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(summary["torch_threads"])  # the same figures need the same thread count
+    try:
+        res = run_bench(1, ("v2a", "a2v"), components=comps, steps=1, start=demo.split_index(seed),
+                        seed=summary["examples"][0]["gen_seed"], preset="tiny-random", log=None)
+    finally:
+        torch.set_num_threads(threads)
     keys = ("seed", "gen_seed", "prompt", "sync_f1", "class_acc", "events", "final_binder_loss", "pred")
     bench_rows = {(r["task"], r["variant"]): r for r in res["rows"]}
     for r in summary["runs"]:

@@ -203,6 +203,33 @@ def format_table(runs: list[dict[str, Any]], means: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------- the run
 
 
+#: Per-process state of the demo's worker processes (``workers > 1``).
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(preset: str, device: str, need: list[str], seed: int) -> None:
+    """Load the models once in a worker process, on one torch thread."""
+    import torch
+
+    from avbridge import loading
+    from avbridge.world.evalmodels import EvalModels
+
+    torch.set_num_threads(1)
+    _WORKER["components"] = loading.load_components(preset, device=device, need=need, seed=seed)
+    _WORKER["evalmodels"] = EvalModels.load()
+
+
+def _worker_run(job: tuple[int, str, bool, Any, int]) -> tuple[Any, dict[str, Any]]:
+    """One demo run in a worker: (clip seed, task, guided, config, generation seed) -> (media, row)."""
+    from avbridge.world import bench
+    from avbridge.world.scene import render_clip
+
+    seed_i, task, guided, config, gen_seed = job
+    res, row = bench.run_one(task, render_clip(seed_i), _WORKER["components"], _WORKER["evalmodels"],
+                             guided=guided, config=config, gen_seed=gen_seed)
+    return res.media, row
+
+
 def _say(msg: str, quiet: bool) -> None:
     if not quiet:
         print(f"avbridge demo: {msg}", file=sys.stderr)
@@ -220,6 +247,7 @@ def run_demo(
     tasks: tuple[str, ...] = DEMO_TASKS,
     progress: Any = None,
     evalmodels: Any = None,
+    workers: int = 1,
 ) -> int:
     """Run the demo into folder ``out``; returns 0. See the module docstring for what it writes.
 
@@ -227,7 +255,10 @@ def run_demo(
     shipped settings'). ``seed`` is added to each clip's generation seed (its index in the
     test split, as in the bench) and seeds the tiny random models. ``progress`` is a
     ``progress(step, total, info)`` callable (e.g. the CLI's bar); ``evalmodels`` replaces
-    the shipped evaluation classifiers."""
+    the shipped evaluation classifiers. ``workers > 1`` spreads the runs over that many
+    processes with one torch thread each (the figures are then those of
+    ``OMP_NUM_THREADS=1 avbridge world bench``; ``progress`` and ``evalmodels`` are not used
+    there)."""
     import torch
 
     from avbridge import loading
@@ -257,8 +288,16 @@ def run_demo(
     seeds = demo_seeds(n_examples)
     need = sorted({g for t in tasks for g in TASK_TABLE[t].needs})
     t0 = time.perf_counter()
-    components = loading.load_components(preset, device=device, need=need, seed=seed)
-    evalm = evalmodels if evalmodels is not None else EvalModels.load()
+    pool = None
+    if workers > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_worker_init, initargs=(preset, device, need, seed))
+    else:
+        components = loading.load_components(preset, device=device, need=need, seed=seed)
+        evalm = evalmodels if evalmodels is not None else EvalModels.load()
     t_load = time.perf_counter() - t0
     # what `avbridge TASK --preset PRESET` runs (the same resolver as the CLI and the bench)
     configs = {t: bench.shipped_config(t, steps, preset) for t in tasks}
@@ -271,6 +310,14 @@ def run_demo(
     rows: list[Row] = []
     runs: list[dict[str, Any]] = []
     examples: list[dict[str, Any]] = []
+    futures: dict[tuple[int, str, str], Any] = {}
+    if pool is not None:  # submit every run at once; results are taken in the demo's order
+        for seed_i in seeds:
+            for task in tasks:
+                for variant in ("shipped", "vanilla"):
+                    job = (seed_i, task, variant == "shipped", variant_cfg[task][variant],
+                           split_index(seed_i) + seed)
+                    futures[(seed_i, task, variant)] = pool.submit(_worker_run, job)
     for seed_i in seeds:
         clip = render_clip(seed_i)
         name = f"world-{seed_i}"
@@ -286,19 +333,24 @@ def run_demo(
                 if progress is not None and hasattr(progress, "desc"):
                     progress.desc = f"{name} {task} {variant}"
                 guided = variant == "shipped"
-                res, row = bench.run_one(task, clip, components, evalm, guided=guided,
-                                         config=variant_cfg[task][variant], gen_seed=gen_seed,
-                                         progress=progress)
+                if pool is not None:
+                    out_media, row = futures[(seed_i, task, variant)].result()
+                else:
+                    res, row = bench.run_one(task, clip, components, evalm, guided=guided,
+                                             config=variant_cfg[task][variant], gen_seed=gen_seed,
+                                             progress=progress)
+                    out_media = res.media
                 if progress is not None and hasattr(progress, "close"):
                     progress.close()
                 if task == "v2a":
-                    video = media.mux_audio(media.Video(clip.video.frames, clip.video.fps), res.media)
+                    video = media.mux_audio(media.Video(clip.video.frames, clip.video.fps), out_media)
                 else:
-                    video = res.media
+                    video = out_media
                 path = media.write_output(out / f"{name}_{task}_{variant}.mp4", video)
                 files[f"{task}_{variant}"] = path.name
                 row = {"example": name, "variant": variant, **row, "file": path.name,
-                       "bench_command": bench_command(task, seed_i, gen_seed, steps)}
+                       "bench_command": ("OMP_NUM_THREADS=1 " if pool is not None else "")
+                       + bench_command(task, seed_i, gen_seed, steps)}
                 runs.append(row)
                 ev = row.get("events", [])
                 ev_audio = ev if task == "v2a" else (ev.get("audio", []) if isinstance(ev, dict) else [])
@@ -317,6 +369,8 @@ def run_demo(
         examples.append({"name": name, "seed": seed_i, "caption": clip.caption, "gen_seed": gen_seed,
                          "files": files})
 
+    if pool is not None:
+        pool.shutdown()
     means = mean_figures(runs)
     mean_lines = [
         f"mean over {len(seeds)} examples, {t.upper()}: sync F1 {_fmt(by.get('shipped', {}).get('sync_f1'))} "
@@ -341,7 +395,8 @@ def run_demo(
         "settings": {t: {v: bench.settings_record(c) for v, c in by.items()}
                      for t, by in variant_cfg.items()},
         "device": device,
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": 1 if pool is not None else torch.get_num_threads(),
+        "workers": workers,
         "load_s": round(t_load, 2),
         "examples": examples,
         "runs": runs,
