@@ -175,9 +175,7 @@ class WebApp:
             if path is None:
                 raise AvbridgeError(f"no {spec.input_kind} given: upload a file or pick an example")
             condition = support.read_input(spec.input_kind, path, limits)
-            check = getattr(tasks, "check_condition", None)
-            if check is not None:
-                check(task, condition, path)
+            tasks.check_condition(task, condition, path)
         text = (prompt or "").strip() or None
         if task == "joint" and text is None:
             raise AvbridgeError("joint needs a non-empty prompt")
@@ -197,7 +195,8 @@ class WebApp:
         except (TypeError, ValueError):
             raise AvbridgeError(f"seed must be a whole number, got {seed!r}") from None
         ns = support.options_namespace(steps=steps, negative_prompt=negative_prompt, advanced=advanced)
-        config = support.make_config(task, ns, self.settings.guidance_preset)
+        settings = support.resolve_settings(task, ns, self.settings.guidance_preset)
+        config = settings.config
         fn = getattr(tasks, task)
         modes = MODES if compare else MODES[:1]
         outputs: dict[str, tuple[Any, ...]] = {}
@@ -206,11 +205,11 @@ class WebApp:
             report = self._progress(progress, mode, k, len(modes))
             t0 = time.perf_counter()
             if task == "joint":
-                res = fn(text, self.components, guided=mode == "guided", seed=seed_i, config=config,
+                res = fn(text, self.components, guided=mode == "guided", seed=seed_i, config=settings,
                          progress=report, **kwargs)
             else:
                 res = fn(condition, self.components, prompt=text, guided=mode == "guided", seed=seed_i,
-                         config=config, progress=report, **kwargs)
+                         config=settings, progress=report, **kwargs)
             t_gen = time.perf_counter() - t0
             t1 = time.perf_counter()
             files = [
@@ -263,7 +262,7 @@ class WebApp:
 
     def _defaults(self, task: str) -> Any:
         ns = support.options_namespace(steps=None, negative_prompt=None, advanced={})
-        return support.make_config(task, ns, self.settings.guidance_preset)
+        return support.resolve_settings(task, ns, self.settings.guidance_preset).config
 
     def _examples_for(self, task: str) -> list[list[Any]]:
         from avbridge.apps.demo import bundled_examples_dir

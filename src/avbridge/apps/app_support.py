@@ -234,11 +234,13 @@ def options_namespace(
     )
 
 
-def make_config(task: str, ns: argparse.Namespace, guidance_preset: str | None) -> Any:
-    """The AlignConfig the CLI would build from the same options."""
+def resolve_settings(task: str, ns: argparse.Namespace, guidance_preset: str | None) -> Any:
+    """The settings the CLI would resolve from the same options, with where each value came from
+    (``avbridge.presets.Settings``)."""
+    from avbridge import presets
     from avbridge.apps import cli
 
-    return cli.make_config(task, cli.config_overrides(ns), guidance_preset)
+    return presets.resolve_settings(task, preset=guidance_preset, options=cli.config_overrides(ns))
 
 
 # --------------------------------------------------------------------------- pictures
@@ -260,14 +262,14 @@ def picture(path: Path, shown: Any, condition: Any, title: str) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from avbridge.apps.demo import _frame_strip, _spectrogram_db
+    from avbridge.apps.demo import frame_strip, spectrogram_db
 
     visual, audio = _visual_and_audio(shown, condition)
     fig = Figure(figsize=(9, 2.2))
     FigureCanvasAgg(fig)
     ax_v, ax_a = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
     if isinstance(visual, media.Video):
-        ax_v.imshow(_frame_strip(visual), extent=(0, visual.duration_s, 0, 1), aspect="auto")
+        ax_v.imshow(frame_strip(visual), extent=(0, visual.duration_s, 0, 1), aspect="auto")
         ax_v.set_xlabel("time (s)", fontsize=7)
         ax_v.set_title("frames", fontsize=8, loc="left")
     elif isinstance(visual, media.Image):
@@ -278,7 +280,7 @@ def picture(path: Path, shown: Any, condition: Any, title: str) -> Path:
         ax_v.text(0.5, 0.5, "(no picture)", ha="center", va="center", transform=ax_v.transAxes)
     ax_v.set_yticks([])
     if audio is not None and len(audio.samples) > 0:
-        db, top = _spectrogram_db(audio)
+        db, top = spectrogram_db(audio)
         ax_a.imshow(db, origin="lower", aspect="auto", extent=(0, audio.duration_s, 0, top / 1000),
                     cmap="magma", vmin=float(db.max()) - 80, vmax=float(db.max()))
         ax_a.set_ylabel("kHz", fontsize=7)

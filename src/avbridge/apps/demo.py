@@ -98,13 +98,13 @@ def bench_command(task: str, seed: int, gen_seed: int, steps: int | None) -> str
 # ----------------------------------------------------------------------------- contact sheet
 
 
-def _frame_strip(video: media.Video, n: int = 8) -> np.ndarray:
+def frame_strip(video: media.Video, n: int = 8) -> np.ndarray:
     """``n`` frames evenly spread over the video, side by side (H, n*W, 3)."""
     idx = np.linspace(0, len(video.frames) - 1, n).round().astype(int)
     return np.concatenate([video.frames[i] for i in idx], axis=1)
 
 
-def _spectrogram_db(audio: media.Audio) -> tuple[np.ndarray, float]:
+def spectrogram_db(audio: media.Audio) -> tuple[np.ndarray, float]:
     """Log-magnitude STFT (freq, time) in dB, and the top frequency shown."""
     from scipy.signal import stft
 
@@ -125,11 +125,11 @@ def contact_sheet(rows: list[Row], path: Path, title: str) -> Path:
         ax_v, ax_a = axes[r]
         dur = row.video.duration_s if row.video is not None else (row.audio.duration_s if row.audio else 1.0)
         if row.video is not None:
-            ax_v.imshow(_frame_strip(row.video), extent=(0, dur, 0, 1), aspect="auto")
+            ax_v.imshow(frame_strip(row.video), extent=(0, dur, 0, 1), aspect="auto")
         else:
             ax_v.text(0.5, 0.5, "(no video)", ha="center", va="center", transform=ax_v.transAxes)
         if row.audio is not None:
-            db, top = _spectrogram_db(row.audio)
+            db, top = spectrogram_db(row.audio)
             ax_a.imshow(db, origin="lower", aspect="auto", extent=(0, row.audio.duration_s, 0, top / 1000),
                         cmap="magma", vmin=db.max() - 80, vmax=db.max())
             ax_a.set_ylabel("kHz", fontsize=7)
