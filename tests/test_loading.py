@@ -227,6 +227,32 @@ def test_world_guidance_from_steps_applies_at_and_above_its_step_count(
             default_config("v2a", preset="world")
 
 
+def test_world_guidance_sampler_entries_apply_only_to_their_sampler(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import json
+
+    from avbridge.presets import default_config, resolve_settings
+
+    monkeypatch.setattr(presets, "world_models_dir", lambda: tmp_path)
+    (tmp_path / "guidance.json").write_text(json.dumps({"v2a": {
+        "lr": 0.5, "per_clip": True, "from_steps": {"20": {"lr": 0.3, "refine": 0.6}},
+        "samplers": {"dpm++": {"_how": "val", "from_steps": {"1": {"lr": 0.2}, "15": {"lr": 0.4}}}},
+    }}))
+    ddim = {n: default_config("v2a", preset="world", steps=n).lr for n in (10, 15, 30)}
+    assert ddim == {10: 0.5, 15: 0.5, 30: 0.3}
+    dpm = {n: default_config("v2a", preset="world", steps=n, sampler="dpm++") for n in (10, 15, 30)}
+    assert {n: c.lr for n, c in dpm.items()} == {10: 0.2, 15: 0.4, 30: 0.4}
+    assert dpm[30].refine == 0.6 and dpm[10].per_clip  # the DDIM fields of the step count stay
+    settings = resolve_settings("v2a", preset="world", steps=15, sampler="dpm++")
+    assert settings.sources["lr"] == "preset world"
+    for bad, match in (({"dpm++": {"lr": 1}}, "only from_steps"), ({"dpm++": {"from_steps": {"x": {}}}},
+                       "from_steps"), ({"dpm++": [1]}, "samplers must")):
+        (tmp_path / "guidance.json").write_text(json.dumps({"v2a": {"lr": 0.5, "samplers": bad}}))
+        with pytest.raises(CheckpointError, match=match):
+            default_config("v2a", preset="world")
+
+
 def test_batch_config_takes_the_step_counts_pick(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import json
 

@@ -77,14 +77,16 @@ WORLD_PARTS: dict[str, str] = {
 }
 
 
-def world_guidance(steps: int | None = None) -> dict[str, dict[str, Any]]:
+def world_guidance(steps: int | None = None, sampler: str = "ddim") -> dict[str, dict[str, Any]]:
     """The world models' tuned AlignConfig fields per task (``models/guidance.json``; ``{}``
     when absent). Lists become tuples (``window``); keys starting with ``_`` are notes.
 
     A task's ``from_steps`` maps a step count to the fields chosen for runs of at least
     that many steps (more guided updates want a smaller step): with ``steps`` given, the
     entry with the largest such count not above ``steps`` is applied over the task's base
-    fields, which were chosen at fewer steps.
+    fields, which were chosen at fewer steps. A task's ``samplers`` maps a sampler other
+    than DDIM (``"dpm++"``) to its own ``from_steps``, applied the same way on top when
+    ``sampler`` is that one.
     """
     path = world_models_dir() / "guidance.json"
     if not path.is_file():
@@ -99,20 +101,38 @@ def world_guidance(steps: int | None = None) -> dict[str, dict[str, Any]]:
             continue
         if task not in TASKS or not isinstance(fields, dict):
             raise CheckpointError(path, f"unknown task {task!r} or malformed entry")
-        by_steps = fields.get("from_steps", {})
-        try:
-            by_steps = {int(k): v for k, v in by_steps.items()}
-            if any(k < 1 or not isinstance(v, dict) for k, v in by_steps.items()):
-                raise ValueError
-        except (AttributeError, TypeError, ValueError):
-            raise CheckpointError(path, f"{task}: from_steps must map step counts to settings") from None
-        chosen = _guidance_fields(path, task, {k: v for k, v in fields.items() if k != "from_steps"})
-        for n in sorted(by_steps):
-            extra = _guidance_fields(path, f"{task} from_steps {n}", by_steps[n])
-            if steps is not None and n <= steps:
-                chosen = {**chosen, **extra}
+        samplers = fields.get("samplers", {})
+        if not isinstance(samplers, dict) or not all(isinstance(v, dict) for v in samplers.values()):
+            raise CheckpointError(path, f"{task}: samplers must map sampler names to entries")
+        base = {k: v for k, v in fields.items() if k not in ("from_steps", "samplers")}
+        chosen = _guidance_fields(path, task, base)
+        chosen = _apply_from_steps(path, task, chosen, fields.get("from_steps", {}), steps)
+        for name, entry in samplers.items():
+            where = f"{task} samplers {name}"
+            if set(entry) - {"from_steps"} - {k for k in entry if k.startswith("_")}:
+                raise CheckpointError(path, f"{where}: only from_steps (and _ notes) may be given")
+            picked = _apply_from_steps(path, where, chosen, entry.get("from_steps", {}), steps)
+            if name == sampler:
+                chosen = picked
         out[task] = chosen
     return out
+
+
+def _apply_from_steps(path: Path, where: str, chosen: dict[str, Any], by_steps: Any,
+                      steps: int | None) -> dict[str, Any]:
+    """``chosen`` with the ``from_steps`` entries of counts not above ``steps`` applied in
+    order (all of them validated)."""
+    try:
+        by_steps = {int(k): v for k, v in by_steps.items()}
+        if any(k < 1 or not isinstance(v, dict) for k, v in by_steps.items()):
+            raise ValueError
+    except (AttributeError, TypeError, ValueError):
+        raise CheckpointError(path, f"{where}: from_steps must map step counts to settings") from None
+    for n in sorted(by_steps):
+        extra = _guidance_fields(path, f"{where} from_steps {n}", by_steps[n])
+        if steps is not None and n <= steps:
+            chosen = {**chosen, **extra}
+    return chosen
 
 
 def _guidance_fields(path: Path, where: str, fields: dict[str, Any]) -> dict[str, Any]:
@@ -194,14 +214,15 @@ def resolve_settings(
     steps: int | None = None,
     options: Mapping[str, Any] | None = None,
     models: Mapping[str, Any] | None = None,
+    sampler: str = "ddim",
 ) -> Settings:
     """The settings of one run of ``task``: the paper's, then ``preset``'s tuned ones (only
     when no model in ``models`` replaces the preset's, see :func:`guidance_preset`), then
     ``options`` (AlignConfig fields given by the user; ``steps`` is one of them).
 
-    The preset's settings may depend on the step count (``from_steps`` in guidance.json),
-    so the final step count is known before they are chosen. AvbridgeError if an option is
-    invalid.
+    The preset's settings may depend on the step count and the sampler (``from_steps`` and
+    ``samplers`` in guidance.json), so the final step count is known before they are
+    chosen. AvbridgeError if an option is invalid.
     """
     if task not in TASKS:
         raise AvbridgeError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
@@ -213,7 +234,7 @@ def resolve_settings(
     which = guidance_preset(preset, models or {})
     if which is not None and which in PRESETS and PRESETS[which].guidance:
         n = int(opts.get("steps", values["steps"]))
-        tuned = world_guidance(steps=n).get(task, {})
+        tuned = world_guidance(steps=n, sampler=sampler).get(task, {})
         values.update(tuned)
         sources.update({k: f"preset {which}" for k in tuned})
     values.update(opts)
@@ -225,6 +246,7 @@ def resolve_settings(
     return Settings(config, sources)
 
 
-def default_config(task: str, preset: str | None = None, steps: int | None = None) -> AlignConfig:
+def default_config(task: str, preset: str | None = None, steps: int | None = None,
+                   sampler: str = "ddim") -> AlignConfig:
     """The task's settings without user options: the paper's, or ``preset``'s tuned ones."""
-    return resolve_settings(task, preset=preset, steps=steps).config
+    return resolve_settings(task, preset=preset, steps=steps, sampler=sampler).config

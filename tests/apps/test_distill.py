@@ -35,3 +35,30 @@ def test_distill_broken_checkpoint_is_one_line_error(tmp_path, capsys):
     assert main(ARGS + ["--out", str(out), "--iters", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "checkpoint.pt" in err[0] and err[0].startswith("avbridge: error:")
+
+
+def test_vjp_gap_zero_for_the_vae_itself_and_positive_for_a_random_student():
+    from avbridge.apps.distill import _vjp_gap
+    from avbridge.loading import load_audio
+    from avbridge.models.guidance_decoders import audio_decoder_for
+
+    gen = load_audio(None, "tiny-random", device=torch.device("cpu"), dtype=torch.float32, seed=0)
+    z = gen.init_latents(gen.default_spec(0.5), 2, torch.Generator().manual_seed(0)).requires_grad_(True)
+
+    class VaeAsStudent(torch.nn.Module):
+        def forward(self, x):
+            return gen.decode_mel(x)
+
+    torch.manual_seed(0)
+    same = _vjp_gap(gen, VaeAsStudent(), z, VaeAsStudent()(z))
+    assert float(same) < 1e-5
+    student = audio_decoder_for(gen)
+    other = _vjp_gap(gen, student, z, student(z))
+    assert other.requires_grad and float(other.detach()) > 0.1  # differentiable in the student
+
+
+def test_distill_with_gradient_matching_records_it(tmp_path):
+    out = tmp_path / "dec"
+    assert main(ARGS + ["--out", str(out), "--iters", "2", "--grad-weight", "0.5"]) == 0
+    doc = json.loads((out / "distill.json").read_text())
+    assert doc["grad_weight"] == 0.5 and doc["heldout_vjp_gap"] > 0

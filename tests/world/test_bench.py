@@ -212,3 +212,15 @@ def test_per_clip_flag_adds_the_loss_variants(monkeypatch, tmp_path):
     assert seen["variants"] == ["vanilla", "shipped", "pooled", "per-clip"]
     assert main(["bench", "--n", "1", "--variants", "per-clip", "--out", str(tmp_path)]) == 0
     assert seen["variants"] == ["per-clip"]
+
+
+def test_components_sampler_names_the_generators_one():
+    from types import SimpleNamespace
+
+    from avbridge.world.bench import components_sampler
+
+    gen = SimpleNamespace
+    assert components_sampler(SimpleNamespace(audio=None, video=None)) == "ddim"
+    assert components_sampler(SimpleNamespace(audio=gen(sampler="dpm++"), video=None)) == "dpm++"
+    with pytest.raises(AvbridgeError, match="different samplers"):
+        components_sampler(SimpleNamespace(audio=gen(sampler="dpm++"), video=gen(sampler="ddim")))

@@ -80,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tasks", default="v2a,a2v")
     p.add_argument("--n", type=int, default=30, help="validation clips per setting")
     p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--sampler", choices=("ddim", "dpm++"), default="ddim",
+                   help="denoising sampler; --write stores a non-DDIM pick under the task's "
+                        "samplers.SAMPLER.from_steps.STEPS in guidance.json")
     p.add_argument("--out", type=Path, default=Path("runs/tune-guidance.json"))
     p.add_argument("--write", action="store_true", help="merge the picks into models/guidance.json")
     p.add_argument("--from-steps", action="store_true",
@@ -126,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 
     need = sorted({g for t in tasks for g in TASKS[t].needs})
     comps = load_components("world", need=need, audio_model=args.audio_model,
-                            video_model=args.video_model)
+                            video_model=args.video_model, sampler=args.sampler)
     evalm = EvalModels.load()
     results: dict = {}
     picks: dict = {}
@@ -156,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         picks[task] = pick
         print(f"{task}: pick {pick}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"n": args.n, "steps": args.steps, "start": args.start,
-                                    "seed": args.seed, "audio_model": args.audio_model,
+    args.out.write_text(json.dumps({"n": args.n, "steps": args.steps, "sampler": args.sampler,
+                                    "start": args.start, "seed": args.seed, "audio_model": args.audio_model,
                                     "video_model": args.video_model, "results": results,
                                     "picks": picks}, indent=1) + "\n")
     if args.write:
@@ -175,13 +178,19 @@ def main(argv: list[str] | None = None) -> int:
             for task, pick in picks.items():
                 how = (f"chosen on validation clips {val[0]}-{val[-1]} at {args.steps} steps by "
                        f"training/world/tune_guidance.py (--pick {args.pick})")
+                if args.sampler != "ddim":
+                    how += f" with --sampler {args.sampler}"
                 entry = {"_how": how, **{k: v for k, v in pick.items() if k != "_val"}}
                 old = cur.get(task, {})
-                if args.from_steps:
+                if args.sampler != "ddim":
+                    samplers = old.setdefault("samplers", {}).setdefault(args.sampler, {})
+                    samplers.setdefault("from_steps", {})[str(args.steps)] = entry
+                    cur[task] = old
+                elif args.from_steps:
                     old.setdefault("from_steps", {})[str(args.steps)] = entry
                     cur[task] = old
                 else:
-                    kept = {"from_steps": old["from_steps"]} if "from_steps" in old else {}
+                    kept = {k: old[k] for k in ("from_steps", "samplers") if k in old}
                     cur[task] = {**entry, **kept}
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(cur, indent=1) + "\n")

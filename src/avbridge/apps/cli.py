@@ -565,7 +565,8 @@ def _run_task(args: argparse.Namespace) -> int:
     if condition is not None:
         check_condition(task, condition, args.input)
     settings = presets.resolve_settings(
-        task, preset=args.preset, options=config_overrides(args), models=vars(args)
+        task, preset=args.preset, options=config_overrides(args), models=vars(args),
+        sampler=getattr(args, "sampler", None) or "ddim",
     )
     device = resolve_device(args.device)
 

@@ -44,6 +44,17 @@ def sample_pairs(generator: Any, prompts: list[str], spec: Any, steps: int, cfg:
     return x.float(), generator.decode_mel(x).float()
 
 
+def _vjp_gap(generator: Any, student: torch.nn.Module, x: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+    """Mean L1 gap between the student's and the VAE's VJPs for one random cotangent,
+    relative to the VAE's mean absolute VJP (differentiable in the student)."""
+    v = torch.randn_like(pred)
+    with torch.enable_grad():
+        xt = x.detach().requires_grad_(True)
+        (g_teacher,) = torch.autograd.grad(generator.decode_mel(xt).float(), xt, v)
+    (g_student,) = torch.autograd.grad(pred, x, v, create_graph=True)
+    return (g_student - g_teacher).abs().mean() / g_teacher.abs().mean().clamp_min(1e-8)
+
+
 def _default_prompts(preset: str) -> list[str]:
     if preset == "world":
         from avbridge.world.scene import CLASSES, COLOURS, SIZES, caption_for
@@ -70,11 +81,18 @@ def distill(
     max_minutes: float | None = None,
     seed: int = 0,
     channels: tuple[int, ...] | None = None,
+    grad_weight: float = 0.0,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train (or resume) a guidance decoder for ``generator`` into ``out``; returns the summary
     written to ``out/distill.json``. Every ``refresh_every`` iterations one new trajectory of
-    ``sample_steps`` steps per batch of prompts joins a pool (the latest 64 batches)."""
+    ``sample_steps`` steps per batch of prompts joins a pool (the latest 64 batches).
+
+    ``grad_weight`` > 0 adds a gradient-matching term: for a random cotangent ``v`` on the
+    log-mel, the L1 distance between the student's and the VAE's vector-Jacobian products
+    ``v^T dmel/dz`` (scaled by ``grad_weight``). Guidance reads the decoder through exactly
+    that product, so this fits what guidance uses, at the cost of one VAE backward per
+    iteration."""
     from avbridge.models.guidance_decoders import AudioGuidanceDecoder, audio_decoder_for
 
     if generator.modality != "audio":
@@ -129,8 +147,13 @@ def distill(
         xs = torch.cat([p[0] for p in pool])
         ys = torch.cat([p[1] for p in pool])
         idx = torch.tensor(rng.sample(range(xs.shape[0]), min(batch, xs.shape[0])))
-        pred = student(xs[idx].to(generator.device))
+        xb = xs[idx].to(generator.device)
+        if grad_weight > 0:
+            xb.requires_grad_(True)
+        pred = student(xb)
         loss = (pred - ys[idx].to(pred.device)).abs().mean()
+        if grad_weight > 0:
+            loss = loss + grad_weight * _vjp_gap(generator, student, xb, pred)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -138,7 +161,7 @@ def distill(
         loss_v = float(loss.detach())
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(l1=f"{loss_v:.3f}", refresh=False)
+            bar.set_postfix(loss=f"{loss_v:.3f}", refresh=False)
         if it % save_every == 0 or it == iters:
             save(it)
         if max_minutes is not None and time.perf_counter() - t0 > 60 * max_minutes:
@@ -150,13 +173,17 @@ def distill(
     with torch.no_grad():
         held_l1 = float((student(held_x) - held_y).abs().mean())
         scale = float((held_y - held_y.mean()).abs().mean())
+    torch.manual_seed(seed)
+    hx = held_x.clone().requires_grad_(True)
+    held_vjp = float(_vjp_gap(generator, student, hx, student(hx)).detach())
     student.save_pretrained(str(outdir))
     summary = {
         "iters_done": it, "iters": iters, "resumed_from": start, "batch": batch, "lr": lr,
         "sample_steps": sample_steps,
         "cfg": cfg, "duration_s": spec.duration_s, "prompts": len(prompts), "seed": seed,
-        "train_l1_last": round(loss_v, 4),
+        "grad_weight": grad_weight, "train_loss_last": round(loss_v, 4),
         "heldout_l1": round(held_l1, 4), "heldout_mean_abs_dev": round(scale, 4),
+        "heldout_vjp_gap": round(held_vjp, 4),
         "params": sum(p.numel() for p in student.parameters()),
         "wall_s_this_run": round(time.perf_counter() - t0, 1), "complete": it >= iters,
     }
@@ -171,6 +198,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    registry.quiet_libraries()
     gen = registry.load_audio(args.audio_model, args.preset, device=device, dtype=torch.float32,
                               seed=args.seed)
     prompts = [p.strip() for p in args.prompts.split(",") if p.strip()] if args.prompts else \
@@ -181,10 +209,11 @@ def _run(args: argparse.Namespace) -> int:
     s = distill(gen, args.out, prompts=prompts, iters=args.iters, batch=args.batch, lr=args.lr,
                 sample_steps=args.sample_steps, cfg=args.cfg, duration_s=args.duration,
                 save_every=args.save_every, max_minutes=args.max_minutes, seed=args.seed, channels=channels,
-                progress=not args.quiet)
+                grad_weight=args.grad_weight, progress=not args.quiet)
     state = "done" if s["complete"] else "stopped early (rerun to resume)"
     print(f"distill-decoder: {state} at {s['iters_done']}/{s['iters']} iterations; held-out log-mel L1 "
-          f"{s['heldout_l1']:.4f} (target spread {s['heldout_mean_abs_dev']:.4f}); wrote {args.out}")
+          f"{s['heldout_l1']:.4f} (target spread {s['heldout_mean_abs_dev']:.4f}), relative VJP gap "
+          f"{s['heldout_vjp_gap']:.3f}; wrote {args.out}")
     return 0
 
 
@@ -209,6 +238,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=None, help="seconds of audio per sample (model default)")
     p.add_argument("--prompts", default=None, help="comma-separated prompts (default: the preset's labels)")
     p.add_argument("--channels", default=None, help="decoder widths per scale, e.g. 96,48,24")
+    p.add_argument("--grad-weight", type=float, default=0.0,
+                   help="weight of the gradient-matching term (0: log-mel L1 only); see docs/method.md")
     p.add_argument("--save-every", type=int, default=100, help="checkpoint every N iterations")
     p.add_argument("--max-minutes", type=float, default=None, help="stop (resumably) after this wall time")
     p.add_argument("--seed", type=int, default=0, help="random seed")

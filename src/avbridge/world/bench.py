@@ -207,6 +207,7 @@ def run_bench(
     audio_model: str | None = None,
     video_model: str | None = None,
     preset: str = "world",
+    sampler: str = "ddim",
     log: Callable[[str], None] | None = print,
 ) -> dict[str, Any]:
     """Run the bench; returns ``{"config", "settings": {task: {variant: {field: value}}},
@@ -222,7 +223,8 @@ def run_bench(
     ``binder`` replaces the world binder by another folder (e.g. a retrained one), for every
     variant; ``audio_model`` and ``video_model`` likewise replace the world's AudioLDM or
     AnimateDiff folder (the video one also serves the image tasks). All three are ignored
-    when ``components`` is given. ``preset`` names whose settings ``shipped`` runs (tests
+    when ``components`` is given, as is ``sampler`` (the loaded generators' sampler, whose
+    tuned settings the shipped variant then uses). ``preset`` names whose settings ``shipped`` runs (tests
     pass "tiny-random" with tiny components; the world's for every reported figure).
     """
     from avbridge.world.evalmodels import EvalModels
@@ -245,14 +247,15 @@ def run_bench(
 
         need = sorted({g for t in tasks for g in TASK_TABLE[t].needs})
         components = load_components("world", device=device, need=need, binder=binder,
-                                     audio_model=audio_model, video_model=video_model)
+                                     audio_model=audio_model, video_model=video_model, sampler=sampler)
     evalm = evalmodels if evalmodels is not None else EvalModels.load()
     seeds = split_seeds(split, n, start=start)  # type: ignore[arg-type]
     rows: list[dict[str, Any]] = []
     settings: dict[str, dict[str, Any]] = {}
     t0 = time.time()
+    sampler = components_sampler(components)
     for task in tasks:
-        base = shipped_config(task, steps, preset)
+        base = shipped_config(task, steps, preset, sampler=sampler)
         if overrides:
             base = replace(base, **overrides)
         configs = {v: variant_config(base, v) for v in variants}
@@ -278,7 +281,8 @@ def run_bench(
                 for m in METRICS if any(r.get(m) is not None for r in sel)
             }
             summary[task][name]["n"] = len(sel)
-    config = {"n": n, "tasks": list(tasks), "steps": steps, "variants": list(variants), "seed": seed,
+    config = {"n": n, "tasks": list(tasks), "steps": steps, "sampler": sampler, "variants": list(variants),
+              "seed": seed,
               "device": device, "split": split, "seeds": [seeds[0], seeds[-1]],
               "overrides": overrides or {}, "binder": binder, "audio_model": audio_model,
               "video_model": video_model, "preset": preset, "tolerance_s": TOL_S,
@@ -286,11 +290,20 @@ def run_bench(
     return {"config": config, "settings": settings, "summary": summary, "rows": rows}
 
 
-def shipped_config(task: str, steps: int | None = None, preset: str = "world") -> Any:
-    """The settings ``avbridge TASK --preset PRESET`` runs (the preset's resolved ones)."""
+def shipped_config(task: str, steps: int | None = None, preset: str = "world", sampler: str = "ddim") -> Any:
+    """The settings ``avbridge TASK --preset PRESET [--sampler S]`` runs (the preset's resolved ones)."""
     from avbridge.presets import default_config
 
-    return default_config(task, preset=preset, steps=steps)
+    return default_config(task, preset=preset, steps=steps, sampler=sampler)
+
+
+def components_sampler(components: Any) -> str:
+    """The sampler the components' generators step with ("ddim" when they do not say)."""
+    gens = [getattr(components, k, None) for k in ("audio", "video", "image")]
+    names = {getattr(g, "sampler", "ddim") for g in gens if g is not None}
+    if len(names) > 1:
+        raise AvbridgeError(f"the generators step with different samplers: {', '.join(sorted(names))}")
+    return names.pop() if names else "ddim"
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -324,6 +337,8 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="generation seed of the first clip (+i per clip)")
     p.add_argument("--start", type=int, default=0, help="offset of the first test seed")
     p.add_argument("--device", default="cpu", help="torch device")
+    p.add_argument("--sampler", choices=("ddim", "dpm++"), default="ddim",
+                   help="denoising sampler (the shipped settings follow it, see guidance.json)")
     p.add_argument("--split", choices=("test", "val"), default="test",
                    help="held-out clips to run on: test (reported figures) or val (trying settings)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="overrides",
@@ -405,7 +420,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     result = run_bench(args.n, tasks, steps=args.steps, variants=variants, seed=args.seed,
                        device=args.device, start=args.start, split=args.split,
                        overrides=parse_overrides(args.overrides), binder=args.binder,
-                       audio_model=args.audio_model, video_model=args.video_model,
+                       audio_model=args.audio_model, video_model=args.video_model, sampler=args.sampler,
                        log=lambda s: print(s, file=sys.stderr, flush=True))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
