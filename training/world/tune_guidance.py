@@ -37,6 +37,11 @@ GRID = {"v2a": [0.1, 0.3, 1.0], "i2a": [0.1, 0.3, 1.0], "a2v": [0.01, 0.03, 0.1]
         "a2i": [0.01, 0.03, 0.1], "joint": [None]}
 
 
+NOTE = ("AlignConfig fields of the world models per task, over the paper's settings "
+        "(avbridge.presets.resolve_settings); from_steps: the fields for runs of at least that many "
+        "steps, applied over the task's base ones; samplers: per sampler other than DDIM, a from_steps "
+        "applied over those when a run uses it. Chosen on validation clips only, never the test clips "
+        "the bench reports on; validation figures and the settings compared: docs/results/2026-12-07.md")
 SYNC_GAIN = 0.15  # the issue's floor for V2A/A2V: guided sync F1 over vanilla's
 
 
@@ -168,10 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.out.parent / "guidance.lock", "w") as lock:  # other tasks' tunings may run beside
             fcntl.flock(lock, fcntl.LOCK_EX)
             cur = json.loads(path.read_text()) if path.is_file() else {}
-            cur["_note"] = ("AlignConfig fields of the world models per task, over the paper's settings "
-                            "(avbridge.presets.resolve_settings); from_steps: the fields for runs of at "
-                            "least that many steps, over the task's base ones. Chosen on validation "
-                            "clips only, never the test clips the bench reports on")
+            cur["_note"] = NOTE
             from avbridge.world.scene import split_seeds
 
             val = split_seeds("val", args.n, start=args.start)
