@@ -114,3 +114,23 @@ def test_load_components_auto_tiny_random():
     assert isinstance(comps.video.guidance_decoder, gd.AutoencoderTiny)
     plain = load_components("tiny-random", need=["audio"], captioner="none")
     assert getattr(plain.audio, "guidance_decoder", None) is None
+
+
+def test_world_ships_an_audio_guidance_decoder_that_tracks_its_vae():
+    """``--guidance-decoder auto`` with the world preset attaches the shipped distilled decoder;
+    its log-mel of the world's own latents is close to the VAE's (held-out L1 well under the
+    spread of the targets), and the video generator keeps its VAE."""
+    from avbridge.apps.distill import sample_pairs
+    from avbridge.loading import load_components
+
+    comps = load_components("world", need=["audio", "video"], captioner="none", guidance_decoder="auto")
+    dec = comps.audio.guidance_decoder
+    assert isinstance(dec, gd.AudioGuidanceDecoder)
+    assert getattr(comps.video, "guidance_decoder", None) is None
+    x, y = sample_pairs(comps.audio, ["a dog barking"], comps.audio.default_spec(4.0), 4, 2.5, seed=123)
+    with torch.no_grad():
+        pred = gd.decode_mel(dec, x)
+    assert pred.shape == y.shape
+    err = float((pred - y).abs().mean())
+    spread = float((y - y.mean()).abs().mean())
+    assert err < 0.5 * spread, (err, spread)
