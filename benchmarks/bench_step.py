@@ -21,6 +21,7 @@ Cases: ``audio`` (8 s of AudioLDM audio guided by a video condition), ``video256
 (2 s of audio and 16 frames at 256x256 guided toward each other).
 
     python benchmarks/bench_step.py --cases audio,video256 --device cpu
+    python benchmarks/bench_step.py --cases video512 --skip-vae video512 --no-warmup   # 24 GiB CPU
     python benchmarks/bench_step.py --device cuda --dtype fp16 --json step_fp16.json
 """
 
@@ -132,14 +133,16 @@ def _case_setup(case: str, gens: dict, device: torch.device):
 
 def bench_case(
     case: str, gens: dict, binder, device: torch.device, repeats: int, profile: bool = False,
-    extra: bool = False,
+    extra: bool = False, vae: bool = True, warmup: bool = True,
 ) -> dict[str, float]:
     """Vanilla step, guided step with the VAE, guided step with the guidance decoder (same
     process, same run). ``extra`` adds the bf16 guidance branch and, for audio, the waveform path.
+    ``vae=False`` leaves out the guided step with the VAE (e.g. where it does not fit in memory);
+    ``warmup=False`` times each variant's first call (minutes-long CPU steps).
     """
     streams, cond, cfg = _case_setup(case, gens, device)
-    variants: dict[str, AlignConfig] = {"guided": cfg,
-                                        "guided_gd": dataclasses.replace(cfg, guidance_decoder=True)}
+    variants: dict[str, AlignConfig] = {"guided": cfg} if vae else {}
+    variants["guided_gd"] = dataclasses.replace(cfg, guidance_decoder=True)
     if extra:
         variants["guided_bf16"] = dataclasses.replace(cfg, guidance_dtype="bfloat16")
         if case == "audio":
@@ -179,7 +182,8 @@ def bench_case(
         out.update(profile_audio(streams[0].generator, binder, zs[0], streams[0].spec, device))
     runs = [("vanilla", vanilla)] + [(name, guided_with(c)) for name, c in variants.items()]
     for name, fn in runs:
-        fn()  # warm-up
+        if warmup:
+            fn()
         gc.collect()
         _reset_peak(device)
         _sync(device)
@@ -193,9 +197,10 @@ def bench_case(
     for name in variants:
         out[f"ratio{name[len('guided'):]}"] = out[f"{name}_s"] / out["vanilla_s"]
     shapes = " ".join(f"{st.key}={tuple(z.shape)}" for st, z in zip(streams, zs, strict=True))
-    print(f"[{case}] latents {shapes} vanilla {out['vanilla_s']:.3f}s guided {out['guided_s']:.3f}s "
-          f"(ratio {out['ratio']:.2f}) guided+guidance decoder {out['guided_gd_s']:.3f}s "
-          f"(ratio {out['ratio_gd']:.2f})", flush=True)
+    vae_part = (f"guided {out['guided_s']:.3f}s (ratio {out['ratio']:.2f}) " if vae
+                else "guided (VAE) not run ")
+    print(f"[{case}] latents {shapes} vanilla {out['vanilla_s']:.3f}s {vae_part}"
+          f"guided+guidance decoder {out['guided_gd_s']:.3f}s (ratio {out['ratio_gd']:.2f})", flush=True)
     return out
 
 
@@ -205,8 +210,10 @@ def format_table(results: dict[str, dict[str, float]], peak_label: str) -> str:
             f"{peak_label:>26}")
     lines = [head, "-" * len(head)]
     for case, r in results.items():
-        peaks = "/".join(f"{r[k]:.0f}" for k in ("vanilla_peak_mb", "guided_peak_mb", "guided_gd_peak_mb"))
-        lines.append(f"{case:9} {r['vanilla_s']:10.2f} {r['guided_s']:10.2f} {r['ratio']:6.2f} "
+        peaks = "/".join(f"{r[k]:.0f}" if k in r else "-"
+                         for k in ("vanilla_peak_mb", "guided_peak_mb", "guided_gd_peak_mb"))
+        vae = f"{r['guided_s']:10.2f} {r['ratio']:6.2f}" if "guided_s" in r else f"{'-':>10} {'-':>6}"
+        lines.append(f"{case:9} {r['vanilla_s']:10.2f} {vae} "
                      f"{r['guided_gd_s']:12.2f} {r['ratio_gd']:6.2f} {peaks:>26}")
     return "\n".join(lines)
 
@@ -222,6 +229,9 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="audio: time VAE / vocoder / binder fwd and bwd")
     ap.add_argument("--extra", action="store_true",
                     help="also the bf16 guidance branch and the waveform path")
+    ap.add_argument("--skip-vae", default="", metavar="CASES",
+                    help="comma-separated cases whose guided step with the VAE is not run (out of memory)")
+    ap.add_argument("--no-warmup", action="store_true", help="time each variant's first call")
     ap.add_argument("--json", default=None, metavar="FILE", help="write the results here")
     args = ap.parse_args()
     if args.threads:
@@ -277,7 +287,9 @@ def main() -> None:
             kinds = ["audio"] if c == "audio" else ["video"] if c.startswith("video") else ["audio", "video"]
             for kind in kinds:
                 need(kind, dtype)
-            results[c] = bench_case(c, gens, binder, device, args.repeats, args.profile, args.extra)
+            skip = {x.strip() for x in args.skip_vae.split(",")}
+            results[c] = bench_case(c, gens, binder, device, args.repeats, args.profile, args.extra,
+                                    vae=c not in skip, warmup=not args.no_warmup)
             rest = cases[cases.index(c) + 1:]
             if not keep and "audio" in gens and not any(r in ("audio", "joint") for r in rest):
                 del gens["audio"]
