@@ -2,7 +2,7 @@
 guidance decoder; their ratios and peak memory, all in one run.
 
 Builds full-size architectures with random weights (no download): AudioLDM-m-full,
-AnimateDiff (SD 1.5 UNet + motion module v1-5-2), ImageBind-huge, and the guidance
+AnimateDiff (SD 1.5 UNet + motion module v1-5-2), ImageBind-huge (the paper's 1-s clips), and the guidance
 decoders (TAESD's ``AutoencoderTiny`` for SD latents, the default ``AudioGuidanceDecoder``
 that ``avbridge distill-decoder`` trains for AudioLDM); then, per case,
 
@@ -252,8 +252,10 @@ def main() -> None:
     from avbridge.models.binders.imagebind import ImageBindBinder
 
     t0 = time.perf_counter()
-    with build_on:
-        binder = ImageBindBinder.from_preset("huge").to(device=device)
+    from avbridge.presets import PAPER_BINDER_CLIPS
+
+    with build_on:  # the paper preset's binder: 1-s clips, as `avbridge TASK --preset paper` runs
+        binder = ImageBindBinder.from_preset("huge", clips=PAPER_BINDER_CLIPS).to(device=device)
     binder.requires_grad_(False)
     print(f"ImageBind-huge built in {time.perf_counter() - t0:.1f}s", flush=True)
     gens: dict = {}
