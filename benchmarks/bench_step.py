@@ -12,9 +12,10 @@ that ``avbridge distill-decoder`` trains for AudioLDM); then, per case,
 - guided step with ``guidance_decoder=True``: the same with the guidance decoder;
 
 paper settings with guided prompt tuning off (AudioLDM lr 0.1, CFG 2.5; AnimateDiff
-lr 0.01, CFG 7.5). ``--extra`` adds the bf16 guidance branch and, for audio, the waveform
-path (VAE -> vocoder -> fbank). Peak memory: the GPU's peak allocation per variant; on CPU
-the process's peak RSS, which only grows.
+lr 0.01, CFG 7.5). ``--extra`` adds the bf16 guidance branch (with the VAE and with the
+guidance decoder) and, for audio, the waveform path (VAE -> vocoder -> fbank). Peak
+memory: the GPU's peak allocation per variant; on CPU the process's peak RSS, which only
+grows.
 
 Cases: ``audio`` (8 s of AudioLDM audio guided by a video condition), ``video256`` and
 ``video512`` (16 frames at 8 fps, 256x256 / 512x512, guided by 8 s audio), ``joint``
@@ -145,6 +146,8 @@ def bench_case(
     variants["guided_gd"] = dataclasses.replace(cfg, guidance_decoder=True)
     if extra:
         variants["guided_bf16"] = dataclasses.replace(cfg, guidance_dtype="bfloat16")
+        variants["guided_gd_bf16"] = dataclasses.replace(cfg, guidance_dtype="bfloat16",
+                                                         guidance_decoder=True)
         if case == "audio":
             variants["guided_waveform"] = dataclasses.replace(cfg, audio_path="waveform")
     for st in streams:
