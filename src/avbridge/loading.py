@@ -414,7 +414,6 @@ def load_components(
             if g is not None:
                 apply_memory_options(g, offload=device if offload else None, vae_slicing=vae_slicing)
     if guidance_decoder:
-
         attach_guidance_decoders(guidance_decoder, preset, [audio, video, image], seed=seed)
     audio_cap, visual_cap = load_captioners(captioner, preset, b, device=device, own_binder=binder is None)
     return Components(

@@ -76,6 +76,7 @@ def pick_best(guided: list[dict], vanilla: dict | None, rule: str, task: str) ->
 def main(argv: list[str] | None = None) -> int:
     from avbridge.errors import AvbridgeError
     from avbridge.loading import load_components
+    from avbridge.models.generators.base import SAMPLERS
     from avbridge.presets import world_models_dir
     from avbridge.tasks import TASKS
     from avbridge.world.bench import parse_overrides, run_bench
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tasks", default="v2a,a2v")
     p.add_argument("--n", type=int, default=30, help="validation clips per setting")
     p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--sampler", choices=("ddim", "dpm++"), default="ddim",
+    p.add_argument("--sampler", choices=SAMPLERS, default="ddim",
                    help="denoising sampler; --write stores a non-DDIM pick under the task's "
                         "samplers.SAMPLER.from_steps.STEPS in guidance.json")
     p.add_argument("--out", type=Path, default=Path("runs/tune-guidance.json"))

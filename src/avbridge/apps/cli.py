@@ -19,6 +19,7 @@ from typing import Any
 
 from avbridge import __version__, presets
 from avbridge.errors import AvbridgeError
+from avbridge.models.generators.base import SAMPLERS
 from avbridge.tasks import TASKS, TaskSpec, check_condition
 
 PRESETS = tuple(presets.PRESETS)
@@ -151,7 +152,7 @@ def _add_sampling_options(p: argparse.ArgumentParser, *, takes_prompt: bool = Tr
     g.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same output")
     g.add_argument(
         "--sampler",
-        choices=("ddim", "dpm++"),
+        choices=SAMPLERS,
         default="ddim",
         help="denoising sampler of the generator(s): deterministic DDIM, or DPM-Solver++ (2M), a "
         "second-order multistep solver for runs with few --steps (docs/generators.md, Samplers)",

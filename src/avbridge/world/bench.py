@@ -40,6 +40,7 @@ import numpy as np
 
 from avbridge.errors import AvbridgeError
 from avbridge.io.media import Audio, Image, Video
+from avbridge.models.generators.base import SAMPLERS
 from avbridge.world.events import audio_onsets, event_f1, video_events
 from avbridge.world.scene import WORLD, WorldClip, render_clip, split_seeds
 
@@ -224,8 +225,9 @@ def run_bench(
     variant; ``audio_model`` and ``video_model`` likewise replace the world's AudioLDM or
     AnimateDiff folder (the video one also serves the image tasks). All three are ignored
     when ``components`` is given, as is ``sampler`` (the loaded generators' sampler, whose
-    tuned settings the shipped variant then uses). ``preset`` names whose settings ``shipped`` runs (tests
-    pass "tiny-random" with tiny components; the world's for every reported figure).
+    tuned settings the shipped variant then uses). ``preset`` names whose settings
+    ``shipped`` runs (tests pass "tiny-random" with tiny components; the world's for every
+    reported figure).
     """
     from avbridge.world.evalmodels import EvalModels
 
@@ -282,8 +284,7 @@ def run_bench(
             }
             summary[task][name]["n"] = len(sel)
     config = {"n": n, "tasks": list(tasks), "steps": steps, "sampler": sampler, "variants": list(variants),
-              "seed": seed,
-              "device": device, "split": split, "seeds": [seeds[0], seeds[-1]],
+              "seed": seed, "device": device, "split": split, "seeds": [seeds[0], seeds[-1]],
               "overrides": overrides or {}, "binder": binder, "audio_model": audio_model,
               "video_model": video_model, "preset": preset, "tolerance_s": TOL_S,
               "wall_s": round(time.time() - t0, 1)}
@@ -337,7 +338,7 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="generation seed of the first clip (+i per clip)")
     p.add_argument("--start", type=int, default=0, help="offset of the first test seed")
     p.add_argument("--device", default="cpu", help="torch device")
-    p.add_argument("--sampler", choices=("ddim", "dpm++"), default="ddim",
+    p.add_argument("--sampler", choices=SAMPLERS, default="ddim",
                    help="denoising sampler (the shipped settings follow it, see guidance.json)")
     p.add_argument("--split", choices=("test", "val"), default="test",
                    help="held-out clips to run on: test (reported figures) or val (trying settings)")

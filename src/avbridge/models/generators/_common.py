@@ -18,7 +18,7 @@ from diffusers.schedulers.scheduling_dpmsolver_multistep import DPMSolverMultist
 from diffusers.utils import logging as diffusers_logging
 
 from avbridge.errors import CheckpointError
-from avbridge.models.generators.base import PromptCond
+from avbridge.models.generators.base import SAMPLERS, PromptCond
 from avbridge.models.generators.tokenizers import Flavour, build_word_tokenizer
 
 
@@ -98,10 +98,6 @@ class DDIMMath:
         a_prev = self.abar(self.prev_timestep(t_int), z)
         x0 = self.x0(z, eps, t)
         return a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
-
-
-#: The samplers a generator can step with (``set_sampler``, the CLI's ``--sampler``).
-SAMPLERS = ("ddim", "dpm++")
 
 
 class DPMSolverMath:

@@ -37,6 +37,10 @@ class MediaSpec:
         return max(1, math.ceil(self.duration_s * sample_rate - 1e-6))
 
 
+#: The samplers a generator can step with (``set_sampler``, the CLI's ``--sampler``).
+SAMPLERS = ("ddim", "dpm++")
+
+
 @dataclass
 class PromptCond:
     """An encoded prompt. ``embeds`` is the tensor that guided prompt tuning updates."""
