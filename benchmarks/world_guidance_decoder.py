@@ -28,12 +28,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runs", default="vae,guidance_decoder",
                     help="which guided runs: vae, guidance_decoder or both (the default)")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="overrides",
+                    help="replace an AlignConfig field in both runs, e.g. --set clip_fraction=0.25")
     ap.add_argument("--json", default=None, metavar="FILE")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
     from avbridge.loading import load_components
-    from avbridge.world.bench import format_table, run_bench
+    from avbridge.world.bench import format_table, parse_overrides, run_bench
 
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
     comps = load_components("world", need=["audio"], guidance_decoder=args.decoder)
@@ -41,12 +43,13 @@ def main() -> None:
         raise SystemExit(f"no audio guidance decoder from {args.decoder!r}")
     out = {}
     runs = [r.strip() for r in args.runs.split(",") if r.strip()]
+    extra = parse_overrides(args.overrides)
     for name, on in (("vae", False), ("guidance_decoder", True)):
         if name not in runs:
             continue
         t0 = time.perf_counter()
         res = run_bench(args.n, tasks, components=comps, split=args.split, variants=("shipped",),
-                        overrides={"guidance_decoder": on}, log=None)
+                        overrides={**extra, "guidance_decoder": on}, log=None)
         res["wall_s"] = round(time.perf_counter() - t0, 1)
         out[name] = res
         print(f"== guided with the {name} ({res['wall_s']} s)")
@@ -59,7 +62,7 @@ def main() -> None:
     print("guidance decoder minus VAE:", diff)
     if args.json:
         keep = {k: {f: v[f] for f in ("summary", "config", "wall_s")} for k, v in out.items()}
-        doc = {"decoder": args.decoder, "diff": diff, **keep}
+        doc = {"decoder": args.decoder, "overrides": extra, "diff": diff, **keep}
         Path(args.json).write_text(json.dumps(doc, indent=1) + "\n")
 
 

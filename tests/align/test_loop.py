@@ -433,3 +433,54 @@ def test_vanilla_ignores_refine_and_joint_refines_both_streams(fake_binder):
 def test_refine_must_leave_some_of_the_schedule(refine):
     with pytest.raises(ValueError, match="refine"):
         AlignConfig(refine=refine)
+
+
+def test_clip_selection_spreads_and_rotates_over_the_clips():
+    cfg = AlignConfig(clip_fraction=0.25)
+    picks = [cfg.clip_selection(8, i) for i in range(8)]
+    assert picks[0] == [0, 4] and picks[1] == [1, 5] and picks[4] == [0, 4]
+    assert {c for p in picks[:4] for c in p} == set(range(8))  # every clip within n / m steps
+    assert cfg.clip_selection(3, 2) == [2]  # at least one clip
+    assert AlignConfig(clip_fraction=0.5).clip_selection(2, 0) == [0]
+    assert AlignConfig().clip_selection(8, 3) is None  # 1.0: every clip
+    for bad in (0.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match="clip_fraction"):
+            AlignConfig(clip_fraction=bad)
+
+
+class ClipCountingBinder(FakeBinder):
+    """FakeBinder whose audio/video methods take ``clips`` and record how many they embed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clip_counts: list[int] = []
+
+    def embed_audio(self, waveform, sample_rate, clips=None):
+        own, self.clips = self.clips, clips or self.clips
+        try:
+            out = super().embed_audio(waveform, sample_rate)
+        finally:
+            self.clips = own
+        self.clip_counts.append(out.clips.shape[1])
+        return out
+
+
+def test_clip_fraction_embeds_a_rotating_subset_against_the_same_condition_clips():
+    """Guided steps embed ceil(f * C) clips, the condition is cut to the same clips, the
+    final score uses every clip; a binder without ``clips`` gets the same loss by selection."""
+    spec = MediaSpec(duration_s=4.0)  # 4 clips of 1 s
+    frames = torch.rand(1, 16, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    video = Condition("video", frames, rate=4.0)
+    kw = dict(spec=spec, condition=video, prompt="a dog", seed=0)
+    cfg = AlignConfig(steps=6, lr=0.1, window=(0.0, 1.0), clip_fraction=0.5, per_clip=True)
+    binder = ClipCountingBinder()
+    res = align(FakeGenerator("audio", seed=1), binder, config=cfg, **kw)
+    assert binder.clip_counts == [2] * 6 + [4]  # 6 guided steps, then the final score
+    plain = FakeBinder()  # no ``clips`` argument: embeds all, then selects
+    ref = align(FakeGenerator("audio", seed=1), plain, config=cfg, **kw)
+    assert res.trace.step_loss == pytest.approx(ref.trace.step_loss, abs=1e-6)
+    full = align(FakeGenerator("audio", seed=1), FakeBinder(), config=replace(cfg, clip_fraction=1.0), **kw)
+    assert res.trace.step_loss != pytest.approx(full.trace.step_loss, abs=1e-4)  # the subset matters
+    again = align(FakeGenerator("audio", seed=1), ClipCountingBinder(), config=cfg, **kw)
+    assert torch.equal(again.media["audio"], res.media["audio"])  # deterministic
+    assert res.trace.settings["clip_fraction"]["value"] == 0.5
