@@ -134,14 +134,12 @@ def _case_setup(case: str, gens: dict, device: torch.device):
 
 def bench_case(
     case: str, gens: dict, binder, device: torch.device, repeats: int, profile: bool = False,
-    extra: bool = False, vae: bool = True, warmup: bool = True, clip_fractions: tuple[float, ...] = (),
+    extra: bool = False, vae: bool = True, warmup: bool = True,
 ) -> dict[str, float]:
     """Vanilla step, guided step with the VAE, guided step with the guidance decoder (same
     process, same run). ``extra`` adds the bf16 guidance branch and, for audio, the waveform path.
     ``vae=False`` leaves out the guided step with the VAE (e.g. where it does not fit in memory);
     ``warmup=False`` times each variant's first call (minutes-long CPU steps).
-    ``clip_fractions`` adds, per fraction F, the guidance decoder with ``clip_fraction=F``
-    (``guided_gd_cF``) and, with ``extra``, that with the bf16 branch too (``guided_gd_bf16_cF``).
     """
     streams, cond, cfg = _case_setup(case, gens, device)
     variants: dict[str, AlignConfig] = {"guided": cfg} if vae else {}
@@ -152,11 +150,6 @@ def bench_case(
                                                          guidance_decoder=True)
         if case == "audio":
             variants["guided_waveform"] = dataclasses.replace(cfg, audio_path="waveform")
-    for f in clip_fractions:
-        variants[f"guided_gd_c{f:g}"] = dataclasses.replace(cfg, guidance_decoder=True, clip_fraction=f)
-        if extra:
-            variants[f"guided_gd_bf16_c{f:g}"] = dataclasses.replace(
-                cfg, guidance_decoder=True, clip_fraction=f, guidance_dtype="bfloat16")
     for st in streams:
         if getattr(st.generator, "guidance_decoder", None) is None:
             gd.attach(st.generator, _guidance_decoder_for(st.generator))
@@ -170,8 +163,8 @@ def bench_case(
     i = len(tss[0]) // 2
     loss_fn = AlignLoss(cfg.weights, cfg.per_clip)
 
-    def embed(modality, data, rate, clips=None):
-        return embed_media(binder, modality, data, rate, clips)
+    def embed(modality, data, rate):
+        return embed_media(binder, modality, data, rate)
 
     def vanilla() -> None:
         with torch.no_grad():
@@ -242,9 +235,6 @@ def main() -> None:
     ap.add_argument("--skip-vae", default="", metavar="CASES",
                     help="comma-separated cases whose guided step with the VAE is not run (out of memory)")
     ap.add_argument("--no-warmup", action="store_true", help="time each variant's first call")
-    ap.add_argument("--clip-fractions", default="", metavar="LIST",
-                    help="comma-separated clip_fraction values: the guidance decoder with each (and, with "
-                    "--extra, with the bf16 branch too)")
     ap.add_argument("--json", default=None, metavar="FILE", help="write the results here")
     args = ap.parse_args()
     if args.threads:
@@ -258,7 +248,6 @@ def main() -> None:
     bad = [c for c in cases if c not in ("audio", "joint", "video256", "video512")]
     if bad:
         ap.error(f"unknown case(s) {', '.join(bad)}: choose from audio, video256, video512, joint")
-    fractions = tuple(float(f) for f in args.clip_fractions.split(",") if f.strip())
     keep = len(names) > 1  # several dtypes: keep every model for the next one
     # Random init straight on the target device (fast on a GPU); weights start in fp32.
     build_on = torch.device(device) if device.type == "cuda" else torch.device("cpu")
@@ -305,8 +294,7 @@ def main() -> None:
                 need(kind, dtype)
             skip = {x.strip() for x in args.skip_vae.split(",")}
             results[c] = bench_case(c, gens, binder, device, args.repeats, args.profile, args.extra,
-                                    vae=c not in skip, warmup=not args.no_warmup,
-                                    clip_fractions=fractions)
+                                    vae=c not in skip, warmup=not args.no_warmup)
             rest = cases[cases.index(c) + 1:]
             if not keep and "audio" in gens and not any(r in ("audio", "joint") for r in rest):
                 del gens["audio"]

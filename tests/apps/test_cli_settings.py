@@ -44,20 +44,6 @@ def test_summary_records_each_setting_and_its_source(clip: Path, tmp_path: Path,
     assert s["sampler"] == "ddim"
 
 
-def test_clip_fraction_option_reaches_the_settings_and_bad_values_are_refused(
-    clip: Path, tmp_path: Path, capsys
-) -> None:
-    summary = tmp_path / "run.json"
-    argv = ["v2a", str(clip), "-o", str(tmp_path / "o.wav"), "--clip-fraction", "0.5", "--summary",
-            str(summary), *STEPS]
-    assert cli.main(argv) == 0, capsys.readouterr().err
-    assert json.loads(summary.read_text())["settings"]["clip_fraction"] == {"value": 0.5, "from": "option"}
-    for bad in ("0", "1.5", "half"):
-        rc = cli.main(["v2a", str(clip), "-o", str(tmp_path / "x.wav"), "--clip-fraction", bad, *STEPS])
-        assert rc == 2 and "--clip-fraction" in capsys.readouterr().err
-        assert not (tmp_path / "x.wav").exists()
-
-
 def test_vanilla_makes_no_binder_call_unless_score_is_asked(clip: Path, tmp_path: Path, capsys) -> None:
     runs = {}
     for name, extra in (("plain", []), ("scored", ["--score"])):

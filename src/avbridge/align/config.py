@@ -68,10 +68,7 @@ class AlignConfig:
     branch only: decode, binder, loss and their backward), ``guidance_decoder`` (decode
     ``z0`` for the binder with the generator's small guidance decoder, when it carries one
     (:mod:`avbridge.models.guidance_decoders`): log-mel for audio, frames for video and
-    images; the final output is always decoded by the model's own VAE), ``clip_fraction``
-    (each guided step embeds only ``ceil(clip_fraction * C)`` of the ``C`` binder clips of
-    the generated media, spread over its length and shifted by one clip at every step, and
-    compares them with the same clips of the condition; 1.0 embeds every clip).
+    images; the final output is always decoded by the model's own VAE).
 
     Extensions (:mod:`avbridge.align.extensions`): ``per_clip`` (PerClipLoss),
     ``mel_grad``/``frame_grad="envelope"`` (EnvelopeGradient on the log-mel / frames),
@@ -97,7 +94,6 @@ class AlignConfig:
     audio_path: Literal["mel", "waveform"] = "mel"
     guidance_dtype: Literal["bfloat16", "float16"] | None = None
     guidance_decoder: bool = False
-    clip_fraction: float = 1.0
     # Extensions.
     per_clip: bool = False
     mel_grad: Literal["full", "envelope"] = "full"
@@ -121,8 +117,6 @@ class AlignConfig:
         _choice("frame_grad", self.frame_grad, ("full", "envelope"))
         _choice("latent_grad", self.latent_grad, ("full", "frame-mean"))
         _choice("update", self.update, UPDATES)
-        if not 0.0 < float(self.clip_fraction) <= 1.0:
-            raise ValueError(f"clip_fraction must satisfy 0 < clip_fraction <= 1, got {self.clip_fraction}")
         values = self.refine.values() if isinstance(self.refine, Mapping) else [self.refine]
         if not all(0.0 <= float(v) < 1.0 for v in values):
             raise ValueError(f"refine must satisfy 0 <= refine < 1, got {self.refine}")
@@ -136,15 +130,6 @@ class AlignConfig:
         lo = math.ceil(start * self.steps - 1e-9)
         hi = math.ceil(stop * self.steps - 1e-9)
         return list(range(lo, hi))
-
-    def clip_selection(self, n_clips: int, step: int) -> list[int] | None:
-        """Clip indices a guided step ``step`` embeds out of ``n_clips`` (``clip_fraction``),
-        or None for all of them: ``ceil(fraction * n)`` clips spread evenly, shifted by one
-        clip per step so that every clip is seen within ``n`` steps."""
-        m = max(1, math.ceil(float(self.clip_fraction) * n_clips - 1e-9))
-        if m >= n_clips:
-            return None
-        return sorted({(step + (q * n_clips) // m) % n_clips for q in range(m)})
 
     def refine_from(self, key: str = "audio") -> int | None:
         """0-based step at which ``refine`` restarts the denoising of modality ``key``

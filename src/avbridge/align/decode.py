@@ -10,57 +10,34 @@ gradient that flows back through the decoded features or frames. With
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
 from avbridge.align.config import AlignConfig
-from avbridge.models.binders.base import Binder, ClipSpec, Embedding
+from avbridge.models.binders.base import Binder, Embedding
 from avbridge.models.binders.preprocess import video_clip_indices
 from avbridge.models.generators.base import Generator, MediaSpec
 
-EmbedFn = Callable[[str, Any, float | None, ClipSpec | None], Embedding]
+EmbedFn = Callable[[str, Any, float | None], Embedding]
 
 
-def select_clips(emb: Embedding, select: Sequence[int]) -> Embedding:
-    """The clips ``select`` of a several-clip embedding, pooled again (a one-clip embedding,
-    an image's or a text's, is returned as it is)."""
-    if emb.clips.shape[1] <= 1:
-        return emb
-    idx = [i for i in select if i < emb.clips.shape[1]]
-    return Embedding.from_clips(emb.clips[:, idx])
-
-
-def _call(method: Callable[..., Embedding], clips: ClipSpec | None, *args: Any) -> Embedding:
-    """``method(*args)``, cut to ``clips``: by the binder itself when it takes a ``clips``
-    argument (only those clips are computed), else by selecting from all of them."""
-    if clips is None:
-        return method(*args)
-    if "clips" in inspect.signature(method).parameters:
-        return method(*args, clips=clips)
-    full = method(*args)
-    return full if clips.select is None else select_clips(full, clips.select)
-
-
-def embed_media(
-    binder: Binder, modality: str, data: Any, rate: float | None, clips: ClipSpec | None = None
-) -> Embedding:
+def embed_media(binder: Binder, modality: str, data: Any, rate: float | None) -> Embedding:
     """Embed a media tensor (or, for ``"audio-features"``, SpectrogramFeatures) with the
-    binder method that matches its modality; ``clips`` in place of ``binder.clips``."""
+    binder method that matches its modality."""
     if modality == "audio":
         if rate is None:
             raise ValueError("audio needs a sample rate")
-        return _call(binder.embed_audio, clips, data, int(rate))
+        return binder.embed_audio(data, int(rate))
     if modality == "video":
         if rate is None:
             raise ValueError("video needs a frame rate")
-        return _call(binder.embed_video, clips, data, float(rate))
+        return binder.embed_video(data, float(rate))
     if modality == "image":
         return binder.embed_image(data)
     if modality == "audio-features":  # SpectrogramFeatures, the vocoder-free path
-        return _call(binder.embed_audio_features, clips, data)  # type: ignore[attr-defined]
+        return binder.embed_audio_features(data)  # type: ignore[attr-defined]
     raise ValueError(f"unknown modality {modality!r}")
 
 
@@ -122,7 +99,7 @@ def active_guidance_decoder(generator: Generator, config: AlignConfig) -> Any:
 
 def _embed_with_guidance_decoder(
     generator: Generator, spec: MediaSpec, z0: torch.Tensor, binder: Binder, config: AlignConfig,
-    embed: EmbedFn, filters: Sequence[Any], decoder: Any, clips: ClipSpec | None,
+    embed: EmbedFn, filters: Sequence[Any], decoder: Any,
 ) -> Embedding:
     """Guidance decoder in place of the VAE: log-mel for audio (to the binder's fbank, or through
     the vocoder when the binder cannot read features), frames for video and images."""
@@ -136,18 +113,18 @@ def _embed_with_guidance_decoder(
         if config.audio_path == "mel" and callable(getattr(binder, "embed_audio_features", None)) and (
             accepts is None or accepts(feats)
         ):
-            return embed("audio-features", feats, None, clips)
+            return embed("audio-features", feats, None)
         wave = generator.vocode(feats.log_mel[:, None])  # type: ignore[attr-defined]
         n = feats.num_samples
         wave = torch.nn.functional.pad(wave, (0, max(0, n - wave.shape[-1])))[:, :n]
         for f in filters:
             wave = f.filter_media("audio", wave)
-        return embed("audio", wave, media_rate(generator, spec), clips)
+        return embed("audio", wave, media_rate(generator, spec))
     media = decode_for_binder(generator, spec, z0, binder, config.frame_subset,
                               decode=lambda z, s: gd.decode_frames(decoder, generator, z, s))
     for f in filters:
         media = f.filter_media(generator.modality, media)
-    return embed(generator.modality, media, media_rate(generator, spec), clips)
+    return embed(generator.modality, media, media_rate(generator, spec))
 
 
 def embed_prediction(
@@ -158,27 +135,23 @@ def embed_prediction(
     config: AlignConfig,
     embed: EmbedFn,
     filters: Sequence[Any] = (),
-    clips: ClipSpec | None = None,
 ) -> Embedding:
     """Differentiable decode + embedding of ``z0`` inside the loop (mel or media path).
 
     ``filters`` are extensions with ``filter_features(features)`` / ``filter_media(modality,
-    media)`` hooks that change the gradient flowing back into the decoded output;
-    ``clips``: the binder clips to embed, in place of ``binder.clips`` (the decode covers
-    every clip's frames all the same).
+    media)`` hooks that change the gradient flowing back into the decoded output.
     """
     decoder = active_guidance_decoder(generator, config)
     if decoder is not None:
-        return _embed_with_guidance_decoder(generator, spec, z0, binder, config, embed, filters, decoder,
-                                            clips)
+        return _embed_with_guidance_decoder(generator, spec, z0, binder, config, embed, filters, decoder)
     if uses_mel_path(generator, binder, config):
         feats = generator.decode_features(z0, spec)  # type: ignore[attr-defined]
         for f in filters:
             feats = f.filter_features(feats)
         accepts = getattr(binder, "accepts_audio_features", None)
         if accepts is None or accepts(feats):
-            return embed("audio-features", feats, None, clips)
+            return embed("audio-features", feats, None)
     media = decode_for_binder(generator, spec, z0, binder, config.frame_subset)
     for f in filters:
         media = f.filter_media(generator.modality, media)
-    return embed(generator.modality, media, media_rate(generator, spec), clips)
+    return embed(generator.modality, media, media_rate(generator, spec))

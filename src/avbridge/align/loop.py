@@ -26,14 +26,13 @@ from typing import Any
 
 import torch
 
-from avbridge.align.clip_subset import clip_count, clip_view
 from avbridge.align.config import AlignConfig, per_modality, settings_record
 from avbridge.align.decode import embed_media, embed_prediction, media_rate
 from avbridge.align.extensions import Extension, from_config
 from avbridge.align.losses import AlignLoss, LossWeights
 from avbridge.align.types import AlignResult, AlignTrace, Condition, ProgressFn, Stream
 from avbridge.errors import AvbridgeError
-from avbridge.models.binders.base import Binder, ClipSpec, Embedding
+from avbridge.models.binders.base import Binder, Embedding
 from avbridge.models.generators.base import Generator, MediaSpec, PromptCond
 
 
@@ -79,9 +78,9 @@ def run_streams(
         loss_fn = e.loss(loss_fn)
     trace, calls = AlignTrace(settings=settings_record(config)), [0]
 
-    def embed(modality: str, data: Any, rate: float | None, clips: ClipSpec | None = None) -> Embedding:
+    def embed(modality: str, data: Any, rate: float | None) -> Embedding:
         calls[0] += 1
-        return embed_media(binder, modality, data, rate, clips)
+        return embed_media(binder, modality, data, rate)
 
     fixed: dict[str, Embedding | None] = {}
     with torch.no_grad():
@@ -158,12 +157,10 @@ def run_streams(
 
 def _guided_step(
     states: list[_State], i: int, fixed: dict[str, Embedding | None], loss_fn: AlignLoss,
-    config: AlignConfig, embed: Callable[[str, Any, float | None, ClipSpec | None], Embedding],
-    binder: Binder, extensions: Sequence[Extension],
+    config: AlignConfig, embed: Callable[[str, Any, float | None], Embedding], binder: Binder,
+    extensions: Sequence[Extension],
 ) -> list[float]:
     """Inner updates of the latents (and prompts) at step ``i``, then the sampler step."""
-    counts = [clip_count(st.generator, st.stream.spec, binder) for st in states]
-    view, fixed = clip_view(counts, i, fixed, config, binder)
     groups: list[dict[str, Any]] = []
     for st in states:
         st.z = st.z.detach().clone().requires_grad_(True)  # updated in place: no aliasing
@@ -193,7 +190,7 @@ def _guided_step(
             x0 = st.generator.predict_x0(st.z, eps, t)
             with _autocast(st.z.device, config.guidance_dtype):
                 embs[st.key] = embed_prediction(st.generator, st.stream.spec, x0, binder, config, embed,
-                                                extensions, view)
+                                                extensions)
         with _autocast(states[0].z.device, config.guidance_dtype):
             out = loss_fn(embs, generated=[st.key for st in states])
         out.total.sum().backward()

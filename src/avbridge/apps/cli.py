@@ -68,17 +68,6 @@ def per_modality(text: str) -> float | dict[str, float]:
     return out
 
 
-def _fraction(text: str) -> float:
-    """A number in (0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
-    return value
-
-
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("models")
     g.add_argument(
@@ -278,14 +267,6 @@ def _add_sampling_options(p: argparse.ArgumentParser, *, takes_prompt: bool = Tr
         "'avbridge distill-decoder' / an AutoencoderTiny folder or hub id (comma-separated for several)",
     )
     a.add_argument(
-        "--clip-fraction",
-        type=_fraction,
-        metavar="FRACTION",
-        help="each guided step embeds only this fraction of the binder's clips (spread over the "
-        "media, shifted by one clip per step), against the same clips of the condition: the "
-        "binder's cost per step shrinks with it; 1 = every clip (default: the task's)",
-    )
-    a.add_argument(
         "--per-clip",
         action="store_true",
         help="compare binder embeddings clip by clip (keeps timing) instead of pooled over the clip; "
@@ -467,7 +448,6 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "latent_grad": "latent_grad",
         "guidance_dtype": "guidance_dtype",
         "refine": "refine",
-        "clip_fraction": "clip_fraction",
     }
     for arg, field in pairs.items():
         v = getattr(args, arg, None)

@@ -108,29 +108,3 @@ def test_end_to_end_from_raw_media_matches_reference(small_fixture):
     frames = (t["video"].permute(0, 1, 3, 2, 4, 5) * std + mean).flatten(1, 2)
     binder.clips = ClipSpec(duration_s=1.0, count=None, frames_per_clip=2)
     assert close(binder.embed_video(frames, fps=2.0).pooled, t["embed_video"])
-
-
-def test_clip_selection_embeds_only_the_chosen_clips(world_binder):
-    """``clips=ClipSpec(..., select=...)``: the chosen clips' embeddings equal those of the
-    whole input (same clip times), and only they are computed (for every modality path)."""
-    import dataclasses
-
-    from avbridge.models.generators.audioldm import log_mel_features
-
-    b = world_binder
-    keep = dataclasses.replace(b.clips, select=(0, 3))
-    video = torch.rand(1, 16, 3, 32, 32)  # 2 s at 8 fps: 4 clips of 0.5 s
-    audio = torch.randn(1, 32000) * 0.1
-    mel = log_mel_features(torch.randn(1, 201, 64) - 5.0, 16000, 32000)
-    for full, part in (
-        (b.embed_video(video, 8.0), b.embed_video(video, 8.0, clips=keep)),
-        (b.embed_audio(audio, 16000), b.embed_audio(audio, 16000, clips=keep)),
-        (b.embed_audio_features(mel), b.embed_audio_features(mel, clips=keep)),
-    ):
-        assert full.clips.shape[1] == 4 and part.clips.shape[1] == 2
-        assert torch.allclose(part.clips, full.clips[:, [0, 3]], atol=1e-5)
-        pooled = torch.nn.functional.normalize(full.clips[:, [0, 3]].mean(1), dim=-1)
-        assert torch.allclose(part.pooled, pooled, atol=1e-5)
-    assert ClipSpec(0.5, None, select=(1, 9)).starts(2.0) == [0.5]  # out-of-range indices drop out
-    with pytest.raises(ValueError, match="empty"):
-        ClipSpec(0.5, None, select=(7,)).starts(2.0)

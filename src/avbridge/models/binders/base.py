@@ -22,14 +22,11 @@ class ClipSpec:
     authors' V2A code: 1-s clips); an integer spreads that many clips evenly over
     the input (ImageBind's own loader: 3 clips of 2 s). Audio and video of the same
     duration get the same clip times, so clip i of one matches clip i of the other.
-    ``select`` keeps only those clips (indices into the full list; guidance's
-    ``clip_fraction`` embeds a few clips per step this way).
     """
 
     duration_s: float = 2.0
     count: int | None = 3
     frames_per_clip: int = 2
-    select: tuple[int, ...] | None = None
 
     def starts(self, total_s: float) -> list[float]:
         """Clip start times in seconds for an input of ``total_s`` seconds."""
@@ -37,16 +34,11 @@ class ClipSpec:
             raise ValueError(f"input duration must be positive, got {total_s}")
         if self.count is None:
             n = max(1, math.ceil(total_s / self.duration_s - 1e-6))
-            out = [i * self.duration_s for i in range(n)]
-        else:
-            span = max(0.0, total_s - self.duration_s)
-            out = [span / 2] if self.count == 1 else [span * i / (self.count - 1) for i in range(self.count)]
-        if self.select is None:
-            return out
-        kept = [out[i] for i in self.select if 0 <= i < len(out)]
-        if not kept:
-            raise ValueError(f"clip selection {list(self.select)} is empty for {len(out)} clips")
-        return kept
+            return [i * self.duration_s for i in range(n)]
+        span = max(0.0, total_s - self.duration_s)
+        if self.count == 1:
+            return [span / 2]
+        return [span * i / (self.count - 1) for i in range(self.count)]
 
 
 @dataclass

@@ -685,7 +685,7 @@ class ImageBindBinder(nn.Module):
         meta = {
             "model_type": "imagebind",
             "config": self.config.to_dict(),
-            "clips": {k: v for k, v in dataclasses.asdict(self.clips).items() if k != "select"},
+            "clips": dataclasses.asdict(self.clips),
         }
         (directory / "config.json").write_text(json.dumps(meta, indent=1))
         sd = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
@@ -729,18 +729,15 @@ class ImageBindBinder(nn.Module):
 
     # -- preprocessing (differentiable) ----------------------------------------------------
 
-    def preprocess_video(
-        self, frames: torch.Tensor, fps: float, clips: ClipSpec | None = None
-    ) -> torch.Tensor:
-        """(B, T, 3, H, W) -> (B, C, 3, frames_per_clip, S, S) normalised model input
-        (``clips``: in place of ``self.clips``, e.g. a few of them)."""
+    def preprocess_video(self, frames: torch.Tensor, fps: float) -> torch.Tensor:
+        """(B, T, 3, H, W) -> (B, C, 3, frames_per_clip, S, S) normalised model input."""
         c = self.config
         frames = pp.to_unit_float(frames).to(self.device, self.dtype)
         if frames.ndim != 5:
             raise ValueError(f"video must be (B, T, 3, H, W), got {tuple(frames.shape)}")
-        cut = pp.sample_video_clips(frames, fps, clips or self.clips)  # (B, C, F, 3, H, W)
-        b, n, f = cut.shape[:3]
-        x = pp.prepare_images(cut.flatten(0, 2), c.image_size)  # (B*C*F, 3, S, S)
+        clips = pp.sample_video_clips(frames, fps, self.clips)  # (B, C, F, 3, H, W)
+        b, n, f = clips.shape[:3]
+        x = pp.prepare_images(clips.flatten(0, 2), c.image_size)  # (B*C*F, 3, S, S)
         return x.reshape(b, n, f, 3, c.image_size, c.image_size).transpose(2, 3)
 
     def preprocess_image(self, images: torch.Tensor) -> torch.Tensor:
@@ -750,9 +747,7 @@ class ImageBindBinder(nn.Module):
             raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
         return pp.prepare_images(images, self.config.image_size)
 
-    def preprocess_audio(
-        self, waveform: torch.Tensor, sample_rate: int, clips: ClipSpec | None = None
-    ) -> torch.Tensor:
+    def preprocess_audio(self, waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
         """(B, N) or (N,) at ``sample_rate`` -> (B, C, 1, mel bins, target length)."""
         c = self.config
         # Resampling and the fbank run in float32 whatever the model's dtype (CPU FFTs take no
@@ -764,16 +759,15 @@ class ImageBindBinder(nn.Module):
             raise ValueError(f"waveform must be (B, N) mono, got {tuple(waveform.shape)}")
         waveform = pp.resample(waveform, sample_rate, c.audio_sample_rate)
         return pp.audio_to_model_input(
-            waveform, c.audio_sample_rate, clips or self.clips, num_mel_bins=c.audio_num_mel_bins,
+            waveform, c.audio_sample_rate, self.clips, num_mel_bins=c.audio_num_mel_bins,
             target_length=c.audio_target_length, mean=c.audio_mean, std=c.audio_std,
         ).to(self.dtype)
 
     # -- the Binder protocol ---------------------------------------------------------------
 
-    def embed_video(self, frames: torch.Tensor, fps: float, clips: ClipSpec | None = None) -> Embedding:
-        """Video (B, T, 3, H, W) uint8 or float in [0, 1] at ``fps`` -> per-clip and pooled
-        (``clips``: in place of ``self.clips``)."""
-        x = self.preprocess_video(frames, fps, clips)
+    def embed_video(self, frames: torch.Tensor, fps: float) -> Embedding:
+        """Video (B, T, 3, H, W) uint8 or float in [0, 1] at ``fps`` -> per-clip and pooled."""
+        x = self.preprocess_video(frames, fps)
         return self._clip_embedding("vision", x.flatten(0, 1), x.shape[0])
 
     def embed_image(self, images: torch.Tensor) -> Embedding:
@@ -781,17 +775,12 @@ class ImageBindBinder(nn.Module):
         x = self.preprocess_image(images)
         return self._clip_embedding("vision", x, x.shape[0])
 
-    def embed_audio(
-        self, waveform: torch.Tensor, sample_rate: int, clips: ClipSpec | None = None
-    ) -> Embedding:
-        """Mono audio (B, N) at any ``sample_rate`` -> per-clip and pooled (``clips``: in
-        place of ``self.clips``)."""
-        x = self.preprocess_audio(waveform, sample_rate, clips)
+    def embed_audio(self, waveform: torch.Tensor, sample_rate: int) -> Embedding:
+        """Mono audio (B, N) at any ``sample_rate`` -> per-clip and pooled."""
+        x = self.preprocess_audio(waveform, sample_rate)
         return self._clip_embedding("audio", x.flatten(0, 1), x.shape[0])
 
-    def embed_audio_fbank(
-        self, fbank: torch.Tensor, num_samples: int, clips: ClipSpec | None = None
-    ) -> Embedding:
+    def embed_audio_fbank(self, fbank: torch.Tensor, num_samples: int) -> Embedding:
         """Embed a whole-input kaldi fbank (B, frames, bins) of ``num_samples`` 16-kHz samples.
 
         Frames in kaldi's layout (frame m covers samples [160 m, 160 m + 400)); each clip of
@@ -803,7 +792,7 @@ class ImageBindBinder(nn.Module):
         if fbank.ndim != 3 or fbank.shape[-1] != c.audio_num_mel_bins:
             raise ValueError(f"fbank must be (B, frames, {c.audio_num_mel_bins}), got {tuple(fbank.shape)}")
         x = pp.fbank_to_model_input(
-            fbank.to(self.device, self.dtype), int(num_samples), c.audio_sample_rate, clips or self.clips,
+            fbank.to(self.device, self.dtype), int(num_samples), c.audio_sample_rate, self.clips,
             target_length=c.audio_target_length, mean=c.audio_mean, std=c.audio_std,
         )
         return self._clip_embedding("audio", x.flatten(0, 1), x.shape[0])
@@ -812,7 +801,7 @@ class ImageBindBinder(nn.Module):
         """Whether :meth:`embed_audio_features` can read ``features`` (same sample rate)."""
         return int(features.sample_rate) == int(self.config.audio_sample_rate)
 
-    def embed_audio_features(self, features: SpectrogramFeatures, clips: ClipSpec | None = None) -> Embedding:
+    def embed_audio_features(self, features: SpectrogramFeatures) -> Embedding:
         """Embed a generator's log-mel directly (no vocoder): approximate kaldi fbank
         (:func:`~avbridge.models.binders.preprocess.logmel_to_kaldi_fbank`), then
         :meth:`embed_audio_fbank`. Differentiable in ``features.log_mel``."""
@@ -821,7 +810,7 @@ class ImageBindBinder(nn.Module):
                 f"features at {features.sample_rate} Hz, the binder takes {self.config.audio_sample_rate} Hz"
             )
         fbank = pp.logmel_to_kaldi_fbank(features, num_mel_bins=self.config.audio_num_mel_bins)
-        return self.embed_audio_fbank(fbank, features.num_samples, clips)
+        return self.embed_audio_fbank(fbank, features.num_samples)
 
     def embed_text(self, texts: Sequence[str]) -> Embedding:
         """A list of strings -> one clip each."""
