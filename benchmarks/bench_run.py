@@ -11,6 +11,8 @@ captioning, sampling, final VAE decode and score); model loading and file writin
 timed. Paper settings (``avbridge.tasks.paper_config``); ``--steps`` shortens every run alike.
 
     python benchmarks/bench_run.py --tasks v2a --steps 5 --threads 2
+    python benchmarks/bench_run.py --tasks v2a --threads 2 --skip-vae --extra   # + bf16 guidance branch
+    python benchmarks/bench_run.py --tasks a2v --size 256 --steps 5 --threads 2
     python benchmarks/bench_run.py --device cuda --dtype fp16 --json run_fp16.json
 """
 
@@ -73,8 +75,10 @@ def condition(task: str, duration_s: float, seed: int = 0):
 
 
 def bench_task(task: str, components, device: torch.device, steps: int | None, duration_s: float,
-               prompt: str | None) -> dict[str, float]:
-    """Vanilla, guided and guided-with-guidance-decoder runs of one task, timed end to end."""
+               prompt: str | None, vae: bool = True, extra: bool = False) -> dict[str, float]:
+    """Vanilla, guided and guided-with-guidance-decoder runs of one task, timed end to end;
+    ``vae=False`` leaves out the guided run with the VAE, ``extra`` adds the guidance
+    decoder with the guidance branch in bf16 (``guided_gd_bf16``)."""
     from avbridge import tasks
 
     base = tasks.paper_config(task)
@@ -82,8 +86,13 @@ def bench_task(task: str, components, device: torch.device, steps: int | None, d
         base = dataclasses.replace(base, steps=steps)
     cond = condition(task, duration_s)
     fn = getattr(tasks, task)
-    variants = {"vanilla": (False, base), "guided": (True, base),
-                "guided_gd": (True, dataclasses.replace(base, guidance_decoder=True))}
+    variants = {"vanilla": (False, base)}
+    if vae:
+        variants["guided"] = (True, base)
+    variants["guided_gd"] = (True, dataclasses.replace(base, guidance_decoder=True))
+    if extra:
+        variants["guided_gd_bf16"] = (True, dataclasses.replace(base, guidance_decoder=True,
+                                                                guidance_dtype="bfloat16"))
     out: dict[str, float] = {}
     # Untimed warm-up (one guided step, one-time initialisation) so that no variant pays it.
     fn(cond, components, prompt=prompt, guided=True, seed=0,
@@ -103,8 +112,9 @@ def bench_task(task: str, components, device: torch.device, steps: int | None, d
         out[f"{name}_steps_s"] = steps_s
         print(f"[{task}] {name} {out[f'{name}_s']:.1f}s (steps {steps_s:.1f}s) peak "
               f"{out[f'{name}_peak_mb']:.0f} MiB prompt {res.prompt!r}", flush=True)
-    out["ratio"] = out["guided_s"] / out["vanilla_s"]
-    out["ratio_gd"] = out["guided_gd_s"] / out["vanilla_s"]
+    for name in variants:
+        if name != "vanilla":
+            out[f"ratio{name[len('guided'):]}"] = out[f"{name}_s"] / out["vanilla_s"]
     out["steps"] = base.steps
     return out
 
@@ -122,6 +132,9 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    ap.add_argument("--skip-vae", action="store_true", help="leave out the guided runs with the VAE")
+    ap.add_argument("--extra", action="store_true",
+                    help="also the guidance decoder with the guidance branch in bf16")
     ap.add_argument("--json", default=None, metavar="FILE", help="write the results here")
     args = ap.parse_args()
     if args.threads:
@@ -138,7 +151,8 @@ def main() -> None:
     results = {}
     for t in task_list:
         dur = args.v2a_seconds if t == "v2a" else args.a2v_seconds
-        results[t] = bench_task(t, comps, device, args.steps, dur, args.prompt)
+        results[t] = bench_task(t, comps, device, args.steps, dur, args.prompt, vae=not args.skip_vae,
+                                extra=args.extra)
     label = "peak MiB v/g/gd" if device.type == "cuda" else "process peak RSS MiB v/g/gd"
     print(format_table(results, label))
     if args.json:

@@ -1,12 +1,14 @@
-"""The world's guided V2A with the audio guidance decoder vs with the VAE, on the same clips.
+"""The world's guided tasks with a guidance decoder vs with the VAE, on the same clips.
 
-Loads the world models once with a guidance decoder attached (``--decoder``: a folder
-written by ``avbridge distill-decoder``; default the shipped one), then runs
+Loads the world models once with guidance decoders attached (``--decoder``: a folder
+written by ``avbridge distill-decoder``, for the audio model or the video/image models;
+default the shipped ones), then runs
 ``avbridge.world.bench.run_bench`` twice over the same clips and seeds at the shipped
 settings, ``guidance_decoder`` off and on, and prints both summaries and the differences
 (the decoder is shipped only when sync and class stay within 0.03 on validation clips).
 
     python benchmarks/world_guidance_decoder.py --decoder runs/guidance_decoder_audio --n 20 --split val
+    python benchmarks/world_guidance_decoder.py --decoder runs/guidance_decoder_video --tasks a2v --n 50
 """
 
 from __future__ import annotations
@@ -35,12 +37,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from avbridge.loading import load_components
+    from avbridge.tasks import TASKS
     from avbridge.world.bench import format_table, parse_overrides, run_bench
 
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
-    comps = load_components("world", need=["audio"], guidance_decoder=args.decoder)
-    if getattr(comps.audio, "guidance_decoder", None) is None:
-        raise SystemExit(f"no audio guidance decoder from {args.decoder!r}")
+    need = sorted({g for t in tasks for g in TASKS[t].needs})
+    comps = load_components("world", need=need, guidance_decoder=args.decoder)
+    missing = [g for g in need if getattr(getattr(comps, g), "guidance_decoder", None) is None]
+    if missing:
+        raise SystemExit(f"no {', '.join(missing)} guidance decoder from {args.decoder!r}")
     out = {}
     runs = [r.strip() for r in args.runs.split(",") if r.strip()]
     extra = parse_overrides(args.overrides)

@@ -428,8 +428,10 @@ def load_components(
 
 # ----------------------------------------------------------------------------- guidance decoders
 
-#: Where the embedded world's distilled audio guidance decoder is shipped.
+#: Where the embedded world's distilled guidance decoders are shipped: the audio model's, and
+#: one for the video model and its image mode (they share one VAE).
 WORLD_AUDIO_DECODER = "guidance_decoder_audio"
+WORLD_VISUAL_DECODER = "guidance_decoder_visual"
 
 
 def _auto_guidance_decoder(generator: Any, preset: str, seed: int) -> Any:
@@ -447,9 +449,8 @@ def _auto_guidance_decoder(generator: Any, preset: str, seed: int) -> Any:
             return audio_decoder_for(generator, channels=(16,) + (8,) * (n - 1), seed=seed)
         return tiny_taesd(int(generator.latent_channels), int(generator.vae_scale_factor), seed=seed)
     if preset == "world":
-        if generator.modality != "audio":
-            return None
-        folder = presets.world_models_dir() / WORLD_AUDIO_DECODER
+        name = WORLD_AUDIO_DECODER if generator.modality == "audio" else WORLD_VISUAL_DECODER
+        folder = presets.world_models_dir() / name
         return load_guidance_decoder(folder) if (folder / "config.json").is_file() else None
     if generator.modality == "audio":
         return None  # a real AudioLDM's decoder is distilled by the user (avbridge distill-decoder)
@@ -460,7 +461,7 @@ def attach_guidance_decoders(spec: str | list[str] | None, preset: str, generato
                              seed: int = 0) -> list[Any]:
     """Give the run's generators their guidance decoders (``load_components(guidance_decoder=)``).
 
-    ``spec``: ``"auto"`` (the preset's own: the world's shipped audio decoder, TAESD from the
+    ``spec``: ``"auto"`` (the preset's own: the world's shipped decoders, TAESD from the
     hub for the paper's video/image models, tiny random ones for ``tiny-random``; a generator
     without one keeps decoding with its VAE), or folders / hub ids (a list or comma-separated),
     each attached to every generator it fits (AudioGuidanceDecoder: audio; AutoencoderTiny:

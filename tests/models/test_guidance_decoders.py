@@ -116,17 +116,17 @@ def test_load_components_auto_tiny_random():
     assert getattr(plain.audio, "guidance_decoder", None) is None
 
 
-def test_world_ships_an_audio_guidance_decoder_that_tracks_its_vae():
-    """``--guidance-decoder auto`` with the world preset attaches the shipped distilled decoder;
-    its log-mel of the world's own latents is close to the VAE's (held-out L1 well under the
-    spread of the targets), and the video generator keeps its VAE."""
+def test_world_ships_guidance_decoders_that_track_their_vaes():
+    """``--guidance-decoder auto`` with the world preset attaches the shipped distilled decoders:
+    the audio one's log-mel and the visual one's frames of the world's own latents are close
+    to the VAE's (error well under the spread of the targets); video and image share one."""
     from avbridge.apps.distill import sample_pairs
     from avbridge.loading import load_components
 
-    comps = load_components("world", need=["audio", "video"], captioner="none", guidance_decoder="auto")
+    comps = load_components("world", need=["audio", "video", "image"], captioner="none",
+                            guidance_decoder="auto")
     dec = comps.audio.guidance_decoder
     assert isinstance(dec, gd.AudioGuidanceDecoder)
-    assert getattr(comps.video, "guidance_decoder", None) is None
     x, y = sample_pairs(comps.audio, ["a dog barking"], comps.audio.default_spec(4.0), 4, 2.5, seed=123)
     with torch.no_grad():
         pred = gd.decode_mel(dec, x)
@@ -134,3 +134,14 @@ def test_world_ships_an_audio_guidance_decoder_that_tracks_its_vae():
     err = float((pred - y).abs().mean())
     spread = float((y - y.mean()).abs().mean())
     assert err < 0.5 * spread, (err, spread)
+    vis = comps.video.guidance_decoder
+    assert isinstance(vis, gd.AutoencoderTiny)
+    assert isinstance(comps.image.guidance_decoder, gd.AutoencoderTiny)
+    spec = comps.video.default_spec(1.0)
+    x, y = sample_pairs(comps.video, ["a red ball bouncing"], spec, 4, 2.5, seed=123)
+    with torch.no_grad():
+        pred = gd.decode_frames(vis, comps.video, x, spec)
+    assert pred.shape == y.shape
+    err = float((pred - y).abs().mean())
+    spread = float((y - y.mean()).abs().mean())
+    assert err < 0.75 * spread, (err, spread)  # a random decoder: about 1.9

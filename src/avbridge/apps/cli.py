@@ -263,8 +263,9 @@ def _add_sampling_options(p: argparse.ArgumentParser, *, takes_prompt: bool = Tr
         metavar="auto|DIR",
         help="decode for the binder with a small guidance decoder instead of the VAE (the output is "
         "still decoded by the VAE): 'auto' (the default when given bare) = the preset's own (the "
-        "world's shipped audio decoder, TAESD for SD 1.5 video/images), or a folder written by "
-        "'avbridge distill-decoder' / an AutoencoderTiny folder or hub id (comma-separated for several)",
+        "world's shipped audio and video/image decoders, TAESD for SD 1.5 video/images), or a folder "
+        "written by 'avbridge distill-decoder' / an AutoencoderTiny folder or hub id (comma-separated for "
+        "several)",
     )
     a.add_argument(
         "--per-clip",

@@ -1,10 +1,13 @@
-"""``avbridge distill-decoder``: distil an AudioLDM's VAE decoder into a guidance decoder.
+"""``avbridge distill-decoder``: distil a generator's VAE decoder into a guidance decoder.
 
 No dataset is needed: the generator samples from prompts (vanilla DDIM with CFG), and
 every predicted clean latent ``x0`` along each trajectory, the latents the guidance branch
-decodes, is a training input; its target is the log-mel the model's own VAE decodes from
-it. The student is :class:`~avbridge.models.guidance_decoders.AudioGuidanceDecoder`,
-trained with an L1 loss on the log-mel. ``--out`` receives ``checkpoint.pt`` every
+decodes, is a training input; its target is what the model's own VAE decodes from it and
+the binder reads: the log-mel of an AudioLDM (student:
+:class:`~avbridge.models.guidance_decoders.AudioGuidanceDecoder`), the frames of an
+AnimateDiff or its image mode (student: diffusers' ``AutoencoderTiny``, the TAESD
+architecture, for a model whose latents TAESD itself does not read), with an L1 loss.
+``--out`` receives ``checkpoint.pt`` every
 ``--save-every`` iterations (a rerun with the same ``--out`` resumes from it) and, at the
 end, the decoder folder (``config.json`` + weights, loadable with ``--guidance-decoder``)
 and ``distill.json`` (settings, held-out L1 against the VAE, wall time).
@@ -17,6 +20,7 @@ import json
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +31,30 @@ from avbridge.errors import AvbridgeError
 CHECKPOINT = "checkpoint.pt"
 
 
+Decode = Callable[[torch.Tensor], torch.Tensor]
+
+
+def teacher_decode(generator: Any, spec: Any) -> Decode:
+    """The VAE's decode of latents into what the binder reads: log-mel (B, 1, T, bins) for
+    audio, frames in [0, 1] for video (B, F, 3, H, W) and images (B, 3, H, W)."""
+    if generator.modality == "audio":
+        return lambda x: generator.decode_mel(x).float()
+    return lambda x: generator.decode(x, spec).float()
+
+
+def student_decode(student: torch.nn.Module, generator: Any, spec: Any) -> Decode:
+    """A guidance decoder's decode, in the layout of :func:`teacher_decode`."""
+    if generator.modality == "audio":
+        return lambda x: student(x)
+    from avbridge.models.guidance_decoders import decode_frames
+
+    return lambda x: decode_frames(student, generator, x, spec)
+
+
 @torch.no_grad()
 def sample_pairs(generator: Any, prompts: list[str], spec: Any, steps: int, cfg: float,
                  seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x0 predictions along a vanilla trajectory per prompt, the VAE's log-mel of each)."""
+    """(x0 predictions along a vanilla trajectory per prompt, the VAE's decode of each)."""
     g = torch.Generator().manual_seed(seed)
     cond = generator.encode_prompt(prompts, [""] * len(prompts))
     z = generator.init_latents(spec, len(prompts), g)
@@ -41,16 +65,17 @@ def sample_pairs(generator: Any, prompts: list[str], spec: Any, steps: int, cfg:
         z = generator.step(z, eps, t)
     xs.append(z)
     x = torch.cat(xs)
-    return x.float(), generator.decode_mel(x).float()
+    return x.float(), teacher_decode(generator, spec)(x)
 
 
-def _vjp_gap(generator: Any, student: torch.nn.Module, x: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
-    """Mean L1 gap between the student's and the VAE's VJPs for one random cotangent,
-    relative to the VAE's mean absolute VJP (differentiable in the student)."""
+def _vjp_gap(teacher: Decode, x: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+    """Mean L1 gap between the student's VJP (``pred`` computed from ``x``) and the VAE's
+    (``teacher``) for one random cotangent, relative to the VAE's mean absolute VJP
+    (differentiable in the student)."""
     v = torch.randn_like(pred)
     with torch.enable_grad():
         xt = x.detach().requires_grad_(True)
-        (g_teacher,) = torch.autograd.grad(generator.decode_mel(xt).float(), xt, v)
+        (g_teacher,) = torch.autograd.grad(teacher(xt), xt, v)
     (g_student,) = torch.autograd.grad(pred, x, v, create_graph=True)
     return (g_student - g_teacher).abs().mean() / g_teacher.abs().mean().clamp_min(1e-8)
 
@@ -87,16 +112,17 @@ def distill(
     """Train (or resume) a guidance decoder for ``generator`` into ``out``; returns the summary
     written to ``out/distill.json``. Every ``refresh_every`` iterations one new trajectory of
     ``sample_steps`` steps per batch of prompts joins a pool (the latest 64 batches).
+    ``channels``: the student's widths per scale (audio) or its one width (video, images).
 
     ``grad_weight`` > 0 adds a gradient-matching term: for a random cotangent ``v`` on the
-    log-mel, the L1 distance between the student's and the VAE's vector-Jacobian products
-    ``v^T dmel/dz`` (scaled by ``grad_weight``). Guidance reads the decoder through exactly
-    that product, so this fits what guidance uses, at the cost of one VAE backward per
-    iteration."""
-    from avbridge.models.guidance_decoders import AudioGuidanceDecoder, audio_decoder_for
+    decoded output, the L1 distance between the student's and the VAE's vector-Jacobian
+    products ``v^T d out/dz`` (scaled by ``grad_weight``). Guidance reads the decoder through
+    exactly that product, so this fits what guidance uses, at the cost of one VAE backward
+    per iteration."""
+    from avbridge.models import guidance_decoders as gd
 
-    if generator.modality != "audio":
-        raise AvbridgeError("distill-decoder distils an AudioLDM VAE: the generator must be an audio one")
+    if generator.modality not in ("audio", "video", "image"):
+        raise AvbridgeError(f"distill-decoder: cannot distil a {generator.modality!r} generator")
     if iters < 1 or batch < 1 or sample_steps < 1:
         raise AvbridgeError("--iters, --batch and --sample-steps must be at least 1")
     outdir = Path(out)
@@ -106,15 +132,20 @@ def distill(
     if ckpt_path.is_file():
         try:
             ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-            student = AudioGuidanceDecoder.from_config(ckpt["config"])
+            cls = gd.AudioGuidanceDecoder if generator.modality == "audio" else gd.AutoencoderTiny
+            student = cls.from_config(ckpt["config"])
             student.load_state_dict(ckpt["model"])
         except Exception as e:  # noqa: BLE001 - a broken checkpoint is a one-line error
             raise AvbridgeError(f"{ckpt_path}: unreadable checkpoint ({' '.join(str(e).split())})") from e
         start = int(ckpt["iter"])
     else:
         ckpt, start = None, 0
-        student = audio_decoder_for(generator, channels=channels, seed=seed)
+        if generator.modality == "audio":
+            student = gd.audio_decoder_for(generator, channels=channels, seed=seed)
+        else:
+            student = gd.visual_decoder_for(generator, width=channels[0] if channels else 32, seed=seed)
     student = student.to(generator.device).float().train()
+    teacher, apply = teacher_decode(generator, spec), student_decode(student, generator, spec)
     opt = torch.optim.Adam(student.parameters(), lr=lr)
     if ckpt is not None:
         opt.load_state_dict(ckpt["opt"])
@@ -150,10 +181,10 @@ def distill(
         xb = xs[idx].to(generator.device)
         if grad_weight > 0:
             xb.requires_grad_(True)
-        pred = student(xb)
+        pred = apply(xb)
         loss = (pred - ys[idx].to(pred.device)).abs().mean()
         if grad_weight > 0:
-            loss = loss + grad_weight * _vjp_gap(generator, student, xb, pred)
+            loss = loss + grad_weight * _vjp_gap(teacher, xb, pred)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -171,15 +202,15 @@ def distill(
         bar.close()
     student.eval()
     with torch.no_grad():
-        held_l1 = float((student(held_x) - held_y).abs().mean())
+        held_l1 = float((apply(held_x) - held_y).abs().mean())
         scale = float((held_y - held_y.mean()).abs().mean())
     torch.manual_seed(seed)
     hx = held_x.clone().requires_grad_(True)
-    held_vjp = float(_vjp_gap(generator, student, hx, student(hx)).detach())
+    held_vjp = float(_vjp_gap(teacher, hx, apply(hx)).detach())
     student.save_pretrained(str(outdir))
     summary = {
-        "iters_done": it, "iters": iters, "resumed_from": start, "batch": batch, "lr": lr,
-        "sample_steps": sample_steps,
+        "modality": generator.modality, "iters_done": it, "iters": iters, "resumed_from": start,
+        "batch": batch, "lr": lr, "sample_steps": sample_steps,
         "cfg": cfg, "duration_s": spec.duration_s, "prompts": len(prompts), "seed": seed,
         "grad_weight": grad_weight, "train_loss_last": round(loss_v, 4),
         "heldout_l1": round(held_l1, 4), "heldout_mean_abs_dev": round(scale, 4),
@@ -199,19 +230,26 @@ def _run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     registry.quiet_libraries()
-    gen = registry.load_audio(args.audio_model, args.preset, device=device, dtype=torch.float32,
-                              seed=args.seed)
+    if args.modality == "audio":
+        gen = registry.load_audio(args.audio_model, args.preset, device=device, dtype=torch.float32,
+                                  seed=args.seed)
+    else:
+        gen = registry.load_video(args.video_model, args.preset, device=device, dtype=torch.float32,
+                                  seed=args.seed, modality=args.modality)
     prompts = [p.strip() for p in args.prompts.split(",") if p.strip()] if args.prompts else \
         _default_prompts(args.preset)
     if not prompts:
         raise AvbridgeError("--prompts: no prompt given")
     channels = tuple(int(c) for c in args.channels.split(",")) if args.channels else None
+    if channels and args.modality != "audio" and len(channels) != 1:
+        raise AvbridgeError(f"--channels: one width for --modality {args.modality}, got {args.channels!r}")
     s = distill(gen, args.out, prompts=prompts, iters=args.iters, batch=args.batch, lr=args.lr,
                 sample_steps=args.sample_steps, cfg=args.cfg, duration_s=args.duration,
                 save_every=args.save_every, max_minutes=args.max_minutes, seed=args.seed, channels=channels,
                 grad_weight=args.grad_weight, progress=not args.quiet)
     state = "done" if s["complete"] else "stopped early (rerun to resume)"
-    print(f"distill-decoder: {state} at {s['iters_done']}/{s['iters']} iterations; held-out log-mel L1 "
+    what = "log-mel" if args.modality == "audio" else "frame"
+    print(f"distill-decoder: {state} at {s['iters_done']}/{s['iters']} iterations; held-out {what} L1 "
           f"{s['heldout_l1']:.4f} (target spread {s['heldout_mean_abs_dev']:.4f}), relative VJP gap "
           f"{s['heldout_vjp_gap']:.3f}; wrote {args.out}")
     return 0
@@ -221,23 +259,31 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``distill-decoder`` to the CLI."""
     p = subparsers.add_parser(
         "distill-decoder",
-        help="distil an AudioLDM VAE decoder into a small guidance decoder (resumable)",
+        help="distil a generator's VAE decoder into a small guidance decoder (resumable)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--out", required=True, metavar="DIR",
                    help="output folder (resumes from its checkpoint.pt)")
+    p.add_argument("--modality", default="audio", choices=("audio", "video", "image"),
+                   help="whose VAE: the audio model's (AudioLDM), the video model's (AnimateDiff) or its "
+                   "image mode's (default audio)")
     p.add_argument("--preset", default="world", choices=("world", "paper", "tiny-random"),
-                   help="where the audio model comes from unless --audio-model is given")
+                   help="where the model comes from unless --audio-model / --video-model is given")
     p.add_argument("--audio-model", default=None, metavar="DIR|ID", help="AudioLDM folder or hub id")
+    p.add_argument("--video-model", default=None, metavar="DIR|ID",
+                   help="AnimateDiff (or SD 1.5-style) folder or hub id, for --modality video/image")
     p.add_argument("--iters", type=int, default=2000, help="training iterations in total (default 2000)")
     p.add_argument("--batch", type=int, default=8, help="latents per iteration")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     p.add_argument("--sample-steps", type=int, default=10, help="DDIM steps of each sampled trajectory")
     p.add_argument("--cfg", type=float, default=2.5, help="CFG scale of the sampled trajectories")
-    p.add_argument("--duration", type=float, default=None, help="seconds of audio per sample (model default)")
+    p.add_argument("--duration", type=float, default=None,
+                   help="seconds of audio or video per sample (model default)")
     p.add_argument("--prompts", default=None, help="comma-separated prompts (default: the preset's labels)")
-    p.add_argument("--channels", default=None, help="decoder widths per scale, e.g. 96,48,24")
+    p.add_argument("--channels", default=None,
+                   help="decoder widths per scale for audio, e.g. 96,48,24; one width for video/images "
+                   "(default 32)")
     p.add_argument("--grad-weight", type=float, default=0.0,
                    help="weight of the gradient-matching term (0: log-mel L1 only); see docs/method.md")
     p.add_argument("--save-every", type=int, default=100, help="checkpoint every N iterations")

@@ -115,6 +115,20 @@ def tiny_taesd(latent_channels: int = 4, upsample_factor: int = 4, width: int = 
         )
 
 
+def visual_decoder_for(generator: Any, width: int = 32, blocks: int = 1, seed: int = 0) -> AutoencoderTiny:
+    """A fresh (random) :class:`AutoencoderTiny` (the TAESD architecture) shaped for a video or
+    image generator's latents, to distil from its VAE (``avbridge distill-decoder``); its
+    encoder, which guidance never runs, is kept 4 channels wide."""
+    n = int(round(math.log2(int(generator.vae_scale_factor)))) + 1
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return AutoencoderTiny(
+            encoder_block_out_channels=(4,) * n, decoder_block_out_channels=(width,) * n,
+            num_encoder_blocks=(1,) * n, num_decoder_blocks=(blocks,) * n,
+            latent_channels=int(generator.latent_channels),
+        )
+
+
 def load_guidance_decoder(where: str | Path) -> nn.Module:
     """An :class:`AudioGuidanceDecoder` or :class:`AutoencoderTiny` from a saved folder (or a
     hub id already resolved to a folder), chosen by its ``config.json`` ``_class_name``."""
