@@ -214,6 +214,25 @@ def test_per_clip_flag_adds_the_loss_variants(monkeypatch, tmp_path):
     assert seen["variants"] == ["per-clip"]
 
 
+def test_guidance_decoder_option_loads_and_switches_on_the_world_decoders(tmp_path, capsys):
+    """``--guidance-decoder``: the guided variant runs with the world's decoders attached and
+    recorded; asking for them through --set with none loaded is an error, not a silent VAE."""
+    if not _world_ready():
+        pytest.skip("world models or evaluation classifiers not shipped yet")
+    from avbridge.world import main
+    from avbridge.world.bench import run_bench
+
+    assert main(["bench", "--n", "1", "--tasks", "a2i", "--steps", "2", "--guidance-decoder",
+                 "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "bench.json").read_text())
+    assert res["config"]["guidance_decoder"] == "auto"
+    assert res["settings"]["a2i"]["shipped"]["guidance_decoder"] is True
+    assert res["settings"]["a2i"]["vanilla"]["guidance_decoder"] is True  # unused: no guided step
+    with pytest.raises(AvbridgeError, match="no guidance decoder is loaded"):
+        run_bench(1, ("a2i",), components=object(), evalmodels=object(),
+                  overrides={"guidance_decoder": True})
+
+
 def test_components_sampler_names_the_generators_one():
     from types import SimpleNamespace
 

@@ -209,6 +209,7 @@ def run_bench(
     video_model: str | None = None,
     preset: str = "world",
     sampler: str = "ddim",
+    guidance_decoder: str | None = None,
     log: Callable[[str], None] | None = print,
 ) -> dict[str, Any]:
     """Run the bench; returns ``{"config", "settings": {task: {variant: {field: value}}},
@@ -225,7 +226,10 @@ def run_bench(
     variant; ``audio_model`` and ``video_model`` likewise replace the world's AudioLDM or
     AnimateDiff folder (the video one also serves the image tasks). All three are ignored
     when ``components`` is given, as is ``sampler`` (the loaded generators' sampler, whose
-    tuned settings the shipped variant then uses). ``preset`` names whose settings
+    tuned settings the shipped variant then uses). ``guidance_decoder`` (``"auto"`` or
+    folders, as ``--guidance-decoder``) loads guidance decoders and switches them on in the
+    guided variants; ``overrides`` asking for them with none loaded is an error. ``preset``
+    names whose settings
     ``shipped`` runs (tests pass "tiny-random" with tiny components; the world's for every
     reported figure).
     """
@@ -249,7 +253,17 @@ def run_bench(
 
         need = sorted({g for t in tasks for g in TASK_TABLE[t].needs})
         components = load_components("world", device=device, need=need, binder=binder,
-                                     audio_model=audio_model, video_model=video_model, sampler=sampler)
+                                     audio_model=audio_model, video_model=video_model, sampler=sampler,
+                                     guidance_decoder=guidance_decoder)
+    if guidance_decoder:
+        overrides = {**(overrides or {}), "guidance_decoder": True}
+    if (overrides or {}).get("guidance_decoder"):
+        from avbridge.tasks import TASKS as TASK_TABLE
+
+        gens = {g for t in tasks for g in TASK_TABLE[t].needs}
+        if not any(getattr(getattr(components, g, None), "guidance_decoder", None) is not None for g in gens):
+            raise AvbridgeError("guidance_decoder=true but no guidance decoder is loaded "
+                                "(--guidance-decoder auto or DIR)")
     evalm = evalmodels if evalmodels is not None else EvalModels.load()
     seeds = split_seeds(split, n, start=start)  # type: ignore[arg-type]
     rows: list[dict[str, Any]] = []
@@ -286,7 +300,8 @@ def run_bench(
     config = {"n": n, "tasks": list(tasks), "steps": steps, "sampler": sampler, "variants": list(variants),
               "seed": seed, "device": device, "split": split, "seeds": [seeds[0], seeds[-1]],
               "overrides": overrides or {}, "binder": binder, "audio_model": audio_model,
-              "video_model": video_model, "preset": preset, "tolerance_s": TOL_S,
+              "video_model": video_model, "guidance_decoder": guidance_decoder, "preset": preset,
+              "tolerance_s": TOL_S,
               "wall_s": round(time.time() - t0, 1)}
     return {"config": config, "settings": settings, "summary": summary, "rows": rows}
 
@@ -352,6 +367,9 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
                    help="use this AudioLDM folder instead of the world's (a retrained one; every variant)")
     p.add_argument("--video-model", default=None, metavar="DIR",
                    help="use this AnimateDiff folder instead of the world's (also for the image tasks)")
+    p.add_argument("--guidance-decoder", nargs="?", const="auto", default=None, metavar="auto|DIR",
+                   help="guided variants decode for the binder with guidance decoders: 'auto' (the "
+                   "world's shipped ones, the default when given bare) or folders (comma-separated)")
     p.add_argument("--out", default="out/world-bench", metavar="DIR", help="folder for bench.json")
 
 
@@ -422,6 +440,7 @@ def run_from_args(args: argparse.Namespace) -> int:
                        device=args.device, start=args.start, split=args.split,
                        overrides=parse_overrides(args.overrides), binder=args.binder,
                        audio_model=args.audio_model, video_model=args.video_model, sampler=args.sampler,
+                       guidance_decoder=args.guidance_decoder,
                        log=lambda s: print(s, file=sys.stderr, flush=True))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
