@@ -228,6 +228,9 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    channels = tuple(int(c) for c in args.channels.split(",")) if args.channels else None
+    if channels and args.modality != "audio" and len(channels) != 1:
+        raise AvbridgeError(f"--channels: one width for --modality {args.modality}, got {args.channels!r}")
     device = resolve_device(args.device)
     registry.quiet_libraries()
     if args.modality == "audio":
@@ -240,9 +243,6 @@ def _run(args: argparse.Namespace) -> int:
         _default_prompts(args.preset)
     if not prompts:
         raise AvbridgeError("--prompts: no prompt given")
-    channels = tuple(int(c) for c in args.channels.split(",")) if args.channels else None
-    if channels and args.modality != "audio" and len(channels) != 1:
-        raise AvbridgeError(f"--channels: one width for --modality {args.modality}, got {args.channels!r}")
     s = distill(gen, args.out, prompts=prompts, iters=args.iters, batch=args.batch, lr=args.lr,
                 sample_steps=args.sample_steps, cfg=args.cfg, duration_s=args.duration,
                 save_every=args.save_every, max_minutes=args.max_minutes, seed=args.seed, channels=channels,

@@ -103,30 +103,29 @@ def audio_decoder_for(generator: Any, channels: tuple[int, ...] | None = None, b
                                     channels=tuple(channels), blocks=blocks)
 
 
-def tiny_taesd(latent_channels: int = 4, upsample_factor: int = 4, width: int = 8,
-               seed: int = 0) -> AutoencoderTiny:
-    """A tiny random :class:`AutoencoderTiny` (the TAESD architecture) for tests."""
+def _taesd(latent_channels: int, upsample_factor: int, width: int, encoder_width: int, blocks: int,
+           seed: int) -> AutoencoderTiny:
+    """A random :class:`AutoencoderTiny` (the TAESD architecture), one width per part."""
     n = int(round(math.log2(upsample_factor))) + 1
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return AutoencoderTiny(
-            encoder_block_out_channels=(width,) * n, decoder_block_out_channels=(width,) * n,
-            num_encoder_blocks=(1,) * n, num_decoder_blocks=(1,) * n, latent_channels=latent_channels,
+            encoder_block_out_channels=(encoder_width,) * n, decoder_block_out_channels=(width,) * n,
+            num_encoder_blocks=(1,) * n, num_decoder_blocks=(blocks,) * n, latent_channels=latent_channels,
         )
+
+
+def tiny_taesd(latent_channels: int = 4, upsample_factor: int = 4, width: int = 8,
+               seed: int = 0) -> AutoencoderTiny:
+    """A tiny random :class:`AutoencoderTiny` (the TAESD architecture) for tests."""
+    return _taesd(latent_channels, upsample_factor, width, width, 1, seed)
 
 
 def visual_decoder_for(generator: Any, width: int = 32, blocks: int = 1, seed: int = 0) -> AutoencoderTiny:
     """A fresh (random) :class:`AutoencoderTiny` (the TAESD architecture) shaped for a video or
     image generator's latents, to distil from its VAE (``avbridge distill-decoder``); its
     encoder, which guidance never runs, is kept 4 channels wide."""
-    n = int(round(math.log2(int(generator.vae_scale_factor)))) + 1
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return AutoencoderTiny(
-            encoder_block_out_channels=(4,) * n, decoder_block_out_channels=(width,) * n,
-            num_encoder_blocks=(1,) * n, num_decoder_blocks=(blocks,) * n,
-            latent_channels=int(generator.latent_channels),
-        )
+    return _taesd(int(generator.latent_channels), int(generator.vae_scale_factor), width, 4, blocks, seed)
 
 
 def load_guidance_decoder(where: str | Path) -> nn.Module:

@@ -229,9 +229,8 @@ def run_bench(
     tuned settings the shipped variant then uses). ``guidance_decoder`` (``"auto"`` or
     folders, as ``--guidance-decoder``) loads guidance decoders and switches them on in the
     guided variants; ``overrides`` asking for them with none loaded is an error. ``preset``
-    names whose settings
-    ``shipped`` runs (tests pass "tiny-random" with tiny components; the world's for every
-    reported figure).
+    names whose settings ``shipped`` runs (tests pass "tiny-random" with tiny components; the
+    world's for every reported figure).
     """
     from avbridge.world.evalmodels import EvalModels
 
@@ -247,21 +246,19 @@ def run_bench(
     if bad or not variants:
         raise AvbridgeError(f"unknown variant(s) {', '.join(bad) or '(none given)'}: "
                             f"choose from {', '.join(VARIANTS)}")
+    from avbridge.tasks import TASKS as TASK_TABLE
+
+    need = sorted({g for t in tasks for g in TASK_TABLE[t].needs})
     if components is None:
         from avbridge.loading import load_components
-        from avbridge.tasks import TASKS as TASK_TABLE
 
-        need = sorted({g for t in tasks for g in TASK_TABLE[t].needs})
         components = load_components("world", device=device, need=need, binder=binder,
                                      audio_model=audio_model, video_model=video_model, sampler=sampler,
                                      guidance_decoder=guidance_decoder)
     if guidance_decoder:
         overrides = {**(overrides or {}), "guidance_decoder": True}
     if (overrides or {}).get("guidance_decoder"):
-        from avbridge.tasks import TASKS as TASK_TABLE
-
-        gens = {g for t in tasks for g in TASK_TABLE[t].needs}
-        if not any(getattr(getattr(components, g, None), "guidance_decoder", None) is not None for g in gens):
+        if not any(getattr(getattr(components, g, None), "guidance_decoder", None) is not None for g in need):
             raise AvbridgeError("guidance_decoder=true but no guidance decoder is loaded "
                                 "(--guidance-decoder auto or DIR)")
     evalm = evalmodels if evalmodels is not None else EvalModels.load()
