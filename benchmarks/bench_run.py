@@ -6,9 +6,11 @@ models at full size and random weights (no download): AudioLDM-m-full, AnimateDi
 (SD 1.5 + motion module v1-5-2), ImageBind-huge with the paper's 1-s clips, the binder's
 zero-shot captioner (the CLI's default without ``--prompt``), and random-weight guidance
 decoders of the shipped architectures (TAESD's ``AutoencoderTiny``, the default
-``AudioGuidanceDecoder``). Each run is the task function end to end (condition embedding,
-captioning, sampling, final VAE decode and score); model loading and file writing are not
-timed. Paper settings (``avbridge.tasks.paper_config``); ``--steps`` shortens every run alike.
+``AudioGuidanceDecoder``) and, for V2A, an audio guidance encoder (``--encoder-blocks`` of
+the tower's 12 blocks, what ``avbridge distill-encoder`` trains). Each run is the task
+function end to end (condition embedding, captioning, sampling, final VAE decode and
+score); model loading and file writing are not timed. Paper settings
+(``avbridge.tasks.paper_config``); ``--steps`` shortens every run alike.
 
     python benchmarks/bench_run.py --tasks v2a --steps 5 --threads 2
     python benchmarks/bench_run.py --tasks v2a --threads 2 --skip-vae --extra   # + bf16 guidance branch
@@ -36,9 +38,12 @@ def _peak_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def build_components(tasks: list[str], device: torch.device, dtype: torch.dtype, size: int):
-    """Full-size random-weight Components for ``tasks``, each generator with a guidance decoder."""
+def build_components(tasks: list[str], device: torch.device, dtype: torch.dtype, size: int,
+                     encoder_blocks: int = 3):
+    """Full-size random-weight Components for ``tasks``, each generator with a guidance decoder,
+    the binder with an audio guidance encoder of ``encoder_blocks`` blocks (0: none)."""
     from avbridge.models import guidance_decoders as gd
+    from avbridge.models.binders import guidance_encoder as ge
     from avbridge.models.binders.imagebind import ImageBindBinder
     from avbridge.models.captioners import DEFAULT_LABELS, load_captioner
     from avbridge.models.components import Components
@@ -46,6 +51,8 @@ def build_components(tasks: list[str], device: torch.device, dtype: torch.dtype,
 
     binder = ImageBindBinder.from_preset("huge", clips=PAPER_BINDER_CLIPS).to(device=device, dtype=dtype)
     binder.requires_grad_(False)
+    if encoder_blocks > 0:
+        ge.attach(binder, ge.encoder_from_binder(binder, encoder_blocks))
     audio = video = None
     if "v2a" in tasks:
         from avbridge.models.generators.audioldm import AudioLDMGenerator
@@ -77,8 +84,9 @@ def condition(task: str, duration_s: float, seed: int = 0):
 def bench_task(task: str, components, device: torch.device, steps: int | None, duration_s: float,
                prompt: str | None, vae: bool = True, extra: bool = False) -> dict[str, float]:
     """Vanilla, guided and guided-with-guidance-decoder runs of one task, timed end to end;
-    ``vae=False`` leaves out the guided run with the VAE, ``extra`` adds the guidance
-    decoder with the guidance branch in bf16 (``guided_gd_bf16``)."""
+    ``vae=False`` leaves out the guided run with the VAE, ``extra`` adds the guidance branch
+    in bf16 (``guided_gd_bf16``, and ``guided_gd_enc_bf16`` where the encoder runs). V2A with
+    a binder that carries an audio guidance encoder adds ``guided_gd_enc``."""
     from avbridge import tasks
 
     base = tasks.paper_config(task)
@@ -90,9 +98,16 @@ def bench_task(task: str, components, device: torch.device, steps: int | None, d
     if vae:
         variants["guided"] = (True, base)
     variants["guided_gd"] = (True, dataclasses.replace(base, guidance_decoder=True))
+    encoder = task == "v2a" and getattr(components.binder, "guidance_encoder", None) is not None
+    if encoder:
+        variants["guided_gd_enc"] = (True, dataclasses.replace(base, guidance_decoder=True,
+                                                               guidance_encoder=True))
     if extra:
         variants["guided_gd_bf16"] = (True, dataclasses.replace(base, guidance_decoder=True,
                                                                 guidance_dtype="bfloat16"))
+        if encoder:
+            variants["guided_gd_enc_bf16"] = (True, dataclasses.replace(
+                base, guidance_decoder=True, guidance_encoder=True, guidance_dtype="bfloat16"))
     out: dict[str, float] = {}
     # Untimed warm-up (one guided step of the first guided variant, one-time initialisation)
     # so that no variant pays it.
@@ -137,6 +152,8 @@ def main() -> None:
     ap.add_argument("--skip-vae", action="store_true", help="leave out the guided runs with the VAE")
     ap.add_argument("--extra", action="store_true",
                     help="also the guidance decoder with the guidance branch in bf16")
+    ap.add_argument("--encoder-blocks", type=int, default=3,
+                    help="blocks of the audio guidance encoder for V2A (0: leave that variant out)")
     ap.add_argument("--json", default=None, metavar="FILE", help="write the results here")
     args = ap.parse_args()
     if args.threads:
@@ -148,7 +165,7 @@ def main() -> None:
     if bad:
         ap.error(f"unknown task(s) {', '.join(bad)}: choose from v2a, a2v")
     t0 = time.perf_counter()
-    comps = build_components(task_list, device, dtype, args.size)
+    comps = build_components(task_list, device, dtype, args.size, args.encoder_blocks)
     print(f"models built in {time.perf_counter() - t0:.1f}s", flush=True)
     results = {}
     for t in task_list:

@@ -10,6 +10,10 @@ that ``avbridge distill-decoder`` trains for AudioLDM); then, per case,
 - guided step: the aligner's step (noise prediction, x0, differentiable decode, binder
   embedding, dual loss, backward, latent update, sampler step) with the model's VAE;
 - guided step with ``guidance_decoder=True``: the same with the guidance decoder;
+- cases with audio, guided step with the guidance decoder and ``guidance_encoder=True``:
+  the audio embedded by an audio guidance encoder (``--encoder-blocks`` of ImageBind-huge's
+  12 audio blocks, reading the patches that cover each 1-s clip; what ``avbridge
+  distill-encoder`` trains) instead of the binder's audio tower;
 
 paper settings with guided prompt tuning off (AudioLDM lr 0.1, CFG 2.5; AnimateDiff
 lr 0.01, CFG 7.5). ``--extra`` adds the bf16 guidance branch (with the VAE and with the
@@ -44,6 +48,7 @@ from avbridge.align.extensions import from_config
 from avbridge.align.loop import _guided_step, _State
 from avbridge.align.losses import AlignLoss
 from avbridge.models import guidance_decoders as gd
+from avbridge.models.binders import guidance_encoder as ge
 from avbridge.models.generators.base import MediaSpec
 
 
@@ -134,7 +139,7 @@ def _case_setup(case: str, gens: dict, device: torch.device):
 
 def bench_case(
     case: str, gens: dict, binder, device: torch.device, repeats: int, profile: bool = False,
-    extra: bool = False, vae: bool = True, warmup: bool = True,
+    extra: bool = False, vae: bool = True, warmup: bool = True, encoder_blocks: int = 3,
 ) -> dict[str, float]:
     """Vanilla step, guided step with the VAE, guided step with the guidance decoder (same
     process, same run). ``extra`` adds the bf16 guidance branch and, for audio, the waveform path.
@@ -144,10 +149,20 @@ def bench_case(
     streams, cond, cfg = _case_setup(case, gens, device)
     variants: dict[str, AlignConfig] = {"guided": cfg} if vae else {}
     variants["guided_gd"] = dataclasses.replace(cfg, guidance_decoder=True)
+    audio = any(st.generator.modality == "audio" for st in streams)
+    if audio and encoder_blocks > 0:
+        variants["guided_gd_enc"] = dataclasses.replace(cfg, guidance_decoder=True, guidance_encoder=True)
+        enc = getattr(binder, "guidance_encoder", None)
+        if enc is None or int(enc.config.num_blocks) != encoder_blocks:
+            enc = ge.encoder_from_binder(binder, encoder_blocks)
+        ge.attach(binder, enc)  # on the binder's device and dtype
     if extra:
         variants["guided_bf16"] = dataclasses.replace(cfg, guidance_dtype="bfloat16")
         variants["guided_gd_bf16"] = dataclasses.replace(cfg, guidance_dtype="bfloat16",
                                                          guidance_decoder=True)
+        if audio and encoder_blocks > 0:
+            variants["guided_gd_enc_bf16"] = dataclasses.replace(cfg, guidance_dtype="bfloat16",
+                                                                 guidance_decoder=True, guidance_encoder=True)
         if case == "audio":
             variants["guided_waveform"] = dataclasses.replace(cfg, audio_path="waveform")
     for st in streams:
@@ -208,16 +223,19 @@ def bench_case(
 
 
 def format_table(results: dict[str, dict[str, float]], peak_label: str) -> str:
-    """One line per case: the three step times, the two ratios and the peak memory."""
+    """One line per case: the step times, their ratios to vanilla and the peak memory
+    (gd: guidance decoder; gd+enc: and the audio guidance encoder, cases with audio)."""
     head = (f"{'case':9} {'vanilla s':>10} {'guided s':>10} {'ratio':>6} {'guided+gd s':>12} {'ratio':>6} "
-            f"{peak_label:>26}")
+            f"{'gd+enc s':>9} {'ratio':>6} {peak_label:>26}")
     lines = [head, "-" * len(head)]
     for case, r in results.items():
         peaks = "/".join(f"{r[k]:.0f}" if k in r else "-"
                          for k in ("vanilla_peak_mb", "guided_peak_mb", "guided_gd_peak_mb"))
         vae = f"{r['guided_s']:10.2f} {r['ratio']:6.2f}" if "guided_s" in r else f"{'-':>10} {'-':>6}"
+        enc = (f"{r['guided_gd_enc_s']:9.2f} {r['ratio_gd_enc']:6.2f}" if "guided_gd_enc_s" in r
+               else f"{'-':>9} {'-':>6}")
         lines.append(f"{case:9} {r['vanilla_s']:10.2f} {vae} "
-                     f"{r['guided_gd_s']:12.2f} {r['ratio_gd']:6.2f} {peaks:>26}")
+                     f"{r['guided_gd_s']:12.2f} {r['ratio_gd']:6.2f} {enc} {peaks:>26}")
     return "\n".join(lines)
 
 
@@ -235,6 +253,8 @@ def main() -> None:
     ap.add_argument("--skip-vae", default="", metavar="CASES",
                     help="comma-separated cases whose guided step with the VAE is not run (out of memory)")
     ap.add_argument("--no-warmup", action="store_true", help="time each variant's first call")
+    ap.add_argument("--encoder-blocks", type=int, default=3,
+                    help="blocks of the audio guidance encoder (0: leave that variant out)")
     ap.add_argument("--json", default=None, metavar="FILE", help="write the results here")
     args = ap.parse_args()
     if args.threads:
@@ -294,7 +314,8 @@ def main() -> None:
                 need(kind, dtype)
             skip = {x.strip() for x in args.skip_vae.split(",")}
             results[c] = bench_case(c, gens, binder, device, args.repeats, args.profile, args.extra,
-                                    vae=c not in skip, warmup=not args.no_warmup)
+                                    vae=c not in skip, warmup=not args.no_warmup,
+                                    encoder_blocks=args.encoder_blocks)
             rest = cases[cases.index(c) + 1:]
             if not keep and "audio" in gens and not any(r in ("audio", "joint") for r in rest):
                 del gens["audio"]

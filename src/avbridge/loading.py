@@ -360,6 +360,7 @@ def load_components(
     need: tuple[str, ...] | list[str] | None = None,
     seed: int = 0,
     guidance_decoder: str | list[str] | None = None,
+    guidance_encoder: str | None = None,
     offload: bool = False,
     vae_slicing: bool = False,
     sampler: str = "ddim",
@@ -371,7 +372,8 @@ def load_components(
     tiny random weights of the ``tiny-random`` preset (:func:`preset_note` says when the
     outputs are noise). ``guidance_decoder`` (``"auto"`` or folders) gives the generators
     small decoders for the guidance branch only
-    (:func:`avbridge.models.guidance_decoders.attach_guidance_decoders`). ``offload`` loads
+    (:func:`attach_guidance_decoders`), ``guidance_encoder`` (``"auto"`` or a folder) the
+    binder an audio guidance encoder (:func:`attach_guidance_encoder`). ``offload`` loads
     the generators on the CPU and moves each module to ``device`` only while it runs (model
     CPU offload); ``vae_slicing`` decodes one item/frame at a time (docs/generators.md).
     ``sampler``: "ddim" (default) or "dpm++" (DPM-Solver++ 2M) for every loaded generator.
@@ -415,6 +417,8 @@ def load_components(
                 apply_memory_options(g, offload=device if offload else None, vae_slicing=vae_slicing)
     if guidance_decoder:
         attach_guidance_decoders(guidance_decoder, preset, [audio, video, image], seed=seed)
+    if guidance_encoder:
+        attach_guidance_encoder(guidance_encoder, preset, b)
     audio_cap, visual_cap = load_captioners(captioner, preset, b, device=device, own_binder=binder is None)
     return Components(
         binder=b,
@@ -494,3 +498,29 @@ def attach_guidance_decoders(spec: str | list[str] | None, preset: str, generato
             raise CheckpointError(folder, f"a {type(dec).__name__} fits none of this run's generators")
         done += [attach(g, dec) for g in fits]
     return done
+
+
+#: Where the embedded world's distilled audio guidance encoder is shipped.
+WORLD_AUDIO_ENCODER = "guidance_encoder_audio"
+
+
+def attach_guidance_encoder(spec: str, preset: str, binder: Any) -> Any:
+    """Give the run's binder an audio guidance encoder (``load_components(guidance_encoder=)``):
+    ``"auto"`` (the preset's own: the world's shipped encoder; for ``tiny-random`` a one-block
+    copy of the tiny binder's tower; none for the paper's ImageBind-huge, whose encoder the
+    user distils with ``avbridge distill-encoder``) or a folder that command wrote. Returns the
+    encoder, or None when ``"auto"`` finds none."""
+    from avbridge.models.binders import guidance_encoder as ge
+
+    if spec == "auto":
+        if preset == "tiny-random":
+            enc: Any = ge.encoder_from_binder(binder, 1)
+        elif preset == "world" and (presets.world_models_dir() / WORLD_AUDIO_ENCODER).is_dir():
+            enc = ge.load_guidance_encoder(presets.world_models_dir() / WORLD_AUDIO_ENCODER)
+        else:
+            return None
+    else:
+        enc = ge.load_guidance_encoder(spec)
+    ge.attach(binder, enc)
+    return enc
+

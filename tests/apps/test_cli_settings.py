@@ -70,3 +70,22 @@ def test_inputs_too_short_to_carry_a_condition_are_refused(kind: str, tmp_path: 
     rc = cli.main(argv)
     _one_line(rc, capsys.readouterr().err, str(src), "minimum", "0.5 s")
     assert not list(tmp_path.glob("o.*"))
+
+
+def test_guidance_encoder_option_loads_it_and_is_recorded(clip: Path, tmp_path: Path, capsys) -> None:
+    """``--guidance-encoder`` (bare: the preset's own) changes the guided audio and is recorded;
+    a folder that is not an encoder is a one-line error naming it."""
+    outs = {}
+    for name, extra in (("tower", []), ("encoder", ["--guidance-encoder"])):
+        summary = tmp_path / f"{name}.json"
+        argv = ["v2a", str(clip), "-o", str(tmp_path / f"{name}.wav"), "--prompt", "a drum",
+                "--summary", str(summary), *STEPS, "--window", "0", "1", *extra]
+        assert cli.main(argv) == 0, capsys.readouterr().err
+        s = json.loads(summary.read_text())
+        want = {"value": True, "from": "option"} if extra else {"value": False, "from": "default"}
+        assert s["settings"]["guidance_encoder"] == want
+        outs[name] = media.read_audio(tmp_path / f"{name}.wav").samples
+    assert not np.array_equal(outs["tower"], outs["encoder"])
+    rc = cli.main(["v2a", str(clip), "-o", str(tmp_path / "x.wav"), "--guidance-encoder", str(tmp_path),
+                   *STEPS])
+    _one_line(rc, capsys.readouterr().err, str(tmp_path), "guidance encoder")

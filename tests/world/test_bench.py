@@ -243,3 +243,23 @@ def test_components_sampler_names_the_generators_one():
     assert components_sampler(SimpleNamespace(audio=gen(sampler="dpm++"), video=None)) == "dpm++"
     with pytest.raises(AvbridgeError, match="different samplers"):
         components_sampler(SimpleNamespace(audio=gen(sampler="dpm++"), video=gen(sampler="ddim")))
+
+
+def test_guidance_encoder_option_loads_and_switches_on_the_world_encoder(tmp_path):
+    """``--guidance-encoder``: the guided variant runs with the world's audio guidance encoder
+    on the binder, recorded; asking for it through --set with none loaded is an error."""
+    if not _world_ready():
+        pytest.skip("world models or evaluation classifiers not shipped yet")
+    from types import SimpleNamespace
+
+    from avbridge.world import main
+    from avbridge.world.bench import run_bench
+
+    assert main(["bench", "--n", "1", "--tasks", "v2a", "--steps", "2", "--guidance-encoder",
+                 "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "bench.json").read_text())
+    assert res["config"]["guidance_encoder"] == "auto"
+    assert res["settings"]["v2a"]["shipped"]["guidance_encoder"] is True
+    with pytest.raises(AvbridgeError, match="no guidance encoder"):
+        run_bench(1, ("v2a",), components=SimpleNamespace(binder=object()), evalmodels=object(),
+                  overrides={"guidance_encoder": True})

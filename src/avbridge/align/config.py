@@ -68,7 +68,10 @@ class AlignConfig:
     branch only: decode, binder, loss and their backward), ``guidance_decoder`` (decode
     ``z0`` for the binder with the generator's small guidance decoder, when it carries one
     (:mod:`avbridge.models.guidance_decoders`): log-mel for audio, frames for video and
-    images; the final output is always decoded by the model's own VAE).
+    images; the final output is always decoded by the model's own VAE),
+    ``guidance_encoder`` (embed the decoded audio with the binder's small audio guidance
+    encoder, when it carries one (:mod:`avbridge.models.binders.guidance_encoder`); the
+    condition, the text and every reported score use the binder itself).
 
     Extensions (:mod:`avbridge.align.extensions`): ``per_clip`` (PerClipLoss),
     ``mel_grad``/``frame_grad="envelope"`` (EnvelopeGradient on the log-mel / frames),
@@ -94,6 +97,7 @@ class AlignConfig:
     audio_path: Literal["mel", "waveform"] = "mel"
     guidance_dtype: Literal["bfloat16", "float16"] | None = None
     guidance_decoder: bool = False
+    guidance_encoder: bool = False
     # Extensions.
     per_clip: bool = False
     mel_grad: Literal["full", "envelope"] = "full"

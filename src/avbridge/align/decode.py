@@ -5,7 +5,9 @@ binder's clips sample (``frame_subset``), and audio reaches the binder as the de
 log-mel, without the vocoder (``audio_path="mel"``). Extensions may filter the
 gradient that flows back through the decoded features or frames. With
 ``AlignConfig.guidance_decoder`` a generator's small guidance decoder
-(:mod:`avbridge.models.guidance_decoders`) stands in for its VAE here, and only here.
+(:mod:`avbridge.models.guidance_decoders`) stands in for its VAE here, and only here;
+with ``AlignConfig.guidance_encoder`` the binder's audio guidance encoder
+(:mod:`avbridge.models.binders.guidance_encoder`) stands in for its audio tower.
 """
 
 from __future__ import annotations
@@ -97,6 +99,20 @@ def active_guidance_decoder(generator: Generator, config: AlignConfig) -> Any:
     return getattr(generator, "guidance_decoder", None)
 
 
+def _embed_audio(
+    binder: Binder, config: AlignConfig, embed: EmbedFn, data: Any, rate: float | None
+) -> Embedding:
+    """Embed decoded audio (SpectrogramFeatures when ``rate`` is None, else a waveform) in the
+    guidance branch: with the binder's guidance encoder when the config asks for it and the
+    binder carries one, else with the binder (through ``embed``)."""
+    encoder = getattr(binder, "guidance_encoder", None) if config.guidance_encoder else None
+    if encoder is None:
+        return embed("audio" if rate is not None else "audio-features", data, rate)
+    b: Any = binder
+    x = b.audio_input_from_features(data) if rate is None else b.preprocess_audio(data, int(rate))
+    return encoder.embed_input(x)
+
+
 def _embed_with_guidance_decoder(
     generator: Generator, spec: MediaSpec, z0: torch.Tensor, binder: Binder, config: AlignConfig,
     embed: EmbedFn, filters: Sequence[Any], decoder: Any,
@@ -113,13 +129,13 @@ def _embed_with_guidance_decoder(
         if config.audio_path == "mel" and callable(getattr(binder, "embed_audio_features", None)) and (
             accepts is None or accepts(feats)
         ):
-            return embed("audio-features", feats, None)
+            return _embed_audio(binder, config, embed, feats, None)
         wave = generator.vocode(feats.log_mel[:, None])  # type: ignore[attr-defined]
         n = feats.num_samples
         wave = torch.nn.functional.pad(wave, (0, max(0, n - wave.shape[-1])))[:, :n]
         for f in filters:
             wave = f.filter_media("audio", wave)
-        return embed("audio", wave, media_rate(generator, spec))
+        return _embed_audio(binder, config, embed, wave, media_rate(generator, spec))
     media = decode_for_binder(generator, spec, z0, binder, config.frame_subset,
                               decode=lambda z, s: gd.decode_frames(decoder, generator, z, s))
     for f in filters:
@@ -150,8 +166,10 @@ def embed_prediction(
             feats = f.filter_features(feats)
         accepts = getattr(binder, "accepts_audio_features", None)
         if accepts is None or accepts(feats):
-            return embed("audio-features", feats, None)
+            return _embed_audio(binder, config, embed, feats, None)
     media = decode_for_binder(generator, spec, z0, binder, config.frame_subset)
     for f in filters:
         media = f.filter_media(generator.modality, media)
+    if generator.modality == "audio":
+        return _embed_audio(binder, config, embed, media, media_rate(generator, spec))
     return embed(generator.modality, media, media_rate(generator, spec))

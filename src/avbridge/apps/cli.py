@@ -268,6 +268,16 @@ def _add_sampling_options(p: argparse.ArgumentParser, *, takes_prompt: bool = Tr
         "several)",
     )
     a.add_argument(
+        "--guidance-encoder",
+        nargs="?",
+        const="auto",
+        metavar="auto|DIR",
+        help="embed the guided audio with the binder's shallow audio guidance encoder instead of its "
+        "audio tower (the condition, the text and the reported scores still use the binder): 'auto' "
+        "(the default when given bare) = the preset's own (the world's shipped one), or a folder "
+        "written by 'avbridge distill-encoder'",
+    )
+    a.add_argument(
         "--per-clip",
         action="store_true",
         help="compare binder embeddings clip by clip (keeps timing) instead of pooled over the clip; "
@@ -352,6 +362,8 @@ PLUGINS: tuple[tuple[str, str, str], ...] = (
     ("world", "avbridge.world", "the embedded procedural world: sample clips, bench"),
     ("app", "avbridge.apps.app", "start the web app: every task in the browser, guided beside vanilla"),
     ("distill-decoder", "avbridge.apps.distill", "distil an AudioLDM VAE into a small guidance decoder"),
+    ("distill-encoder", "avbridge.apps.distill_encoder",
+     "distil the binder's audio tower into a shallow audio guidance encoder"),
 )
 
 
@@ -460,6 +472,8 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
         o["per_clip"] = True
     if getattr(args, "guidance_decoder", None):
         o["guidance_decoder"] = True
+    if getattr(args, "guidance_encoder", None):
+        o["guidance_encoder"] = True
     return o
 
 
@@ -590,6 +604,7 @@ def _run_task(args: argparse.Namespace) -> int:
         dtype=_dtype(args.dtype),
         need=info.needs,
         guidance_decoder=getattr(args, "guidance_decoder", None),
+        guidance_encoder=getattr(args, "guidance_encoder", None),
         offload=getattr(args, "offload", False),
         vae_slicing=getattr(args, "vae_slicing", False),
         sampler=getattr(args, "sampler", None) or "ddim",

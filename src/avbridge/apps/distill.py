@@ -52,9 +52,10 @@ def student_decode(student: torch.nn.Module, generator: Any, spec: Any) -> Decod
 
 
 @torch.no_grad()
-def sample_pairs(generator: Any, prompts: list[str], spec: Any, steps: int, cfg: float,
-                 seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x0 predictions along a vanilla trajectory per prompt, the VAE's decode of each)."""
+def trajectory_x0(generator: Any, prompts: list[str], spec: Any, steps: int, cfg: float,
+                  seed: int) -> torch.Tensor:
+    """The x0 predictions along a vanilla trajectory per prompt (and the final latents): the
+    latents a guidance branch decodes."""
     g = torch.Generator().manual_seed(seed)
     cond = generator.encode_prompt(prompts, [""] * len(prompts))
     z = generator.init_latents(spec, len(prompts), g)
@@ -64,7 +65,14 @@ def sample_pairs(generator: Any, prompts: list[str], spec: Any, steps: int, cfg:
         xs.append(generator.predict_x0(z, eps, t))
         z = generator.step(z, eps, t)
     xs.append(z)
-    x = torch.cat(xs)
+    return torch.cat(xs)
+
+
+@torch.no_grad()
+def sample_pairs(generator: Any, prompts: list[str], spec: Any, steps: int, cfg: float,
+                 seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x0 predictions along a vanilla trajectory per prompt, the VAE's decode of each)."""
+    x = trajectory_x0(generator, prompts, spec, steps, cfg, seed)
     return x.float(), teacher_decode(generator, spec)(x)
 
 

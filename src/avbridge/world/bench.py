@@ -210,6 +210,7 @@ def run_bench(
     preset: str = "world",
     sampler: str = "ddim",
     guidance_decoder: str | None = None,
+    guidance_encoder: str | None = None,
     log: Callable[[str], None] | None = print,
 ) -> dict[str, Any]:
     """Run the bench; returns ``{"config", "settings": {task: {variant: {field: value}}},
@@ -228,7 +229,9 @@ def run_bench(
     when ``components`` is given, as is ``sampler`` (the loaded generators' sampler, whose
     tuned settings the shipped variant then uses). ``guidance_decoder`` (``"auto"`` or
     folders, as ``--guidance-decoder``) loads guidance decoders and switches them on in the
-    guided variants; ``overrides`` asking for them with none loaded is an error. ``preset``
+    guided variants; ``overrides`` asking for them with none loaded is an error;
+    ``guidance_encoder`` (``"auto"`` or a folder, as ``--guidance-encoder``) likewise for the
+    binder's audio guidance encoder. ``preset``
     names whose settings ``shipped`` runs (tests pass "tiny-random" with tiny components; the
     world's for every reported figure).
     """
@@ -254,13 +257,19 @@ def run_bench(
 
         components = load_components("world", device=device, need=need, binder=binder,
                                      audio_model=audio_model, video_model=video_model, sampler=sampler,
-                                     guidance_decoder=guidance_decoder)
+                                     guidance_decoder=guidance_decoder, guidance_encoder=guidance_encoder)
     if guidance_decoder:
         overrides = {**(overrides or {}), "guidance_decoder": True}
     if (overrides or {}).get("guidance_decoder"):
         if not any(getattr(getattr(components, g, None), "guidance_decoder", None) is not None for g in need):
             raise AvbridgeError("guidance_decoder=true but no guidance decoder is loaded "
                                 "(--guidance-decoder auto or DIR)")
+    if guidance_encoder:
+        overrides = {**(overrides or {}), "guidance_encoder": True}
+    if (overrides or {}).get("guidance_encoder") and \
+            getattr(components.binder, "guidance_encoder", None) is None:
+        raise AvbridgeError("guidance_encoder=true but the binder has no guidance encoder "
+                            "(--guidance-encoder auto or DIR)")
     evalm = evalmodels if evalmodels is not None else EvalModels.load()
     seeds = split_seeds(split, n, start=start)  # type: ignore[arg-type]
     rows: list[dict[str, Any]] = []
@@ -297,7 +306,8 @@ def run_bench(
     config = {"n": n, "tasks": list(tasks), "steps": steps, "sampler": sampler, "variants": list(variants),
               "seed": seed, "device": device, "split": split, "seeds": [seeds[0], seeds[-1]],
               "overrides": overrides or {}, "binder": binder, "audio_model": audio_model,
-              "video_model": video_model, "guidance_decoder": guidance_decoder, "preset": preset,
+              "video_model": video_model, "guidance_decoder": guidance_decoder,
+              "guidance_encoder": guidance_encoder, "preset": preset,
               "tolerance_s": TOL_S,
               "wall_s": round(time.time() - t0, 1)}
     return {"config": config, "settings": settings, "summary": summary, "rows": rows}
@@ -367,6 +377,9 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance-decoder", nargs="?", const="auto", default=None, metavar="auto|DIR",
                    help="guided variants decode for the binder with guidance decoders: 'auto' (the "
                    "world's shipped ones, the default when given bare) or folders (comma-separated)")
+    p.add_argument("--guidance-encoder", nargs="?", const="auto", default=None, metavar="auto|DIR",
+                   help="guided variants embed the generated audio with the binder's audio guidance encoder: "
+                   "'auto' (the world's shipped one, the default when given bare) or a folder")
     p.add_argument("--out", default="out/world-bench", metavar="DIR", help="folder for bench.json")
 
 
@@ -437,7 +450,7 @@ def run_from_args(args: argparse.Namespace) -> int:
                        device=args.device, start=args.start, split=args.split,
                        overrides=parse_overrides(args.overrides), binder=args.binder,
                        audio_model=args.audio_model, video_model=args.video_model, sampler=args.sampler,
-                       guidance_decoder=args.guidance_decoder,
+                       guidance_decoder=args.guidance_decoder, guidance_encoder=args.guidance_encoder,
                        log=lambda s: print(s, file=sys.stderr, flush=True))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -791,11 +791,15 @@ class ImageBindBinder(nn.Module):
         c = self.config
         if fbank.ndim != 3 or fbank.shape[-1] != c.audio_num_mel_bins:
             raise ValueError(f"fbank must be (B, frames, {c.audio_num_mel_bins}), got {tuple(fbank.shape)}")
-        x = pp.fbank_to_model_input(
+        x = self._fbank_input(fbank, num_samples)
+        return self._clip_embedding("audio", x.flatten(0, 1), x.shape[0])
+
+    def _fbank_input(self, fbank: torch.Tensor, num_samples: int) -> torch.Tensor:
+        c = self.config
+        return pp.fbank_to_model_input(
             fbank.to(self.device, self.dtype), int(num_samples), c.audio_sample_rate, self.clips,
             target_length=c.audio_target_length, mean=c.audio_mean, std=c.audio_std,
         )
-        return self._clip_embedding("audio", x.flatten(0, 1), x.shape[0])
 
     def accepts_audio_features(self, features: SpectrogramFeatures) -> bool:
         """Whether :meth:`embed_audio_features` can read ``features`` (same sample rate)."""
@@ -805,12 +809,18 @@ class ImageBindBinder(nn.Module):
         """Embed a generator's log-mel directly (no vocoder): approximate kaldi fbank
         (:func:`~avbridge.models.binders.preprocess.logmel_to_kaldi_fbank`), then
         :meth:`embed_audio_fbank`. Differentiable in ``features.log_mel``."""
+        x = self.audio_input_from_features(features)
+        return self._clip_embedding("audio", x.flatten(0, 1), x.shape[0])
+
+    def audio_input_from_features(self, features: SpectrogramFeatures) -> torch.Tensor:
+        """A generator's log-mel -> the audio tower's input (B, C, 1, bins, target length), as
+        :meth:`embed_audio_features` feeds it (approximate kaldi fbank, clips, normalised)."""
         if not self.accepts_audio_features(features):
             raise ValueError(
                 f"features at {features.sample_rate} Hz, the binder takes {self.config.audio_sample_rate} Hz"
             )
         fbank = pp.logmel_to_kaldi_fbank(features, num_mel_bins=self.config.audio_num_mel_bins)
-        return self.embed_audio_fbank(fbank, features.num_samples)
+        return self._fbank_input(fbank, features.num_samples)
 
     def embed_text(self, texts: Sequence[str]) -> Embedding:
         """A list of strings -> one clip each."""
