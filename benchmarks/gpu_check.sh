@@ -5,9 +5,10 @@
 #
 # 1. bench_step.py in fp16 and bf16 (models built once on the GPU, then cast): audio (8 s),
 #    video 16 frames at 256x256 and 512x512, joint; vanilla step, guided step with the VAE,
-#    guided step with the guidance decoder, ratios, peak GPU memory per variant.
+#    guided step with the guidance decoder, and for audio and joint with the guidance decoder
+#    and a 3-block audio guidance encoder; ratios, peak GPU memory per variant.
 # 2. bench_run.py: a whole V2A of 8 s at 30 steps (the paper's), vanilla / guided /
-#    guided with the guidance decoder, end to end, fp16.
+#    guided with the guidance decoder / with the decoder and the encoder, end to end, fp16.
 # Writes OUT_DIR/gpu_check.json (both parts, the GPU's name, torch version, wall times).
 # Sized for < 8 minutes on one H100; each part has its own time limit.
 set -euo pipefail

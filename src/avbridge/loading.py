@@ -509,7 +509,7 @@ def attach_guidance_encoder(spec: str, preset: str, binder: Any) -> Any:
     ``"auto"`` (the preset's own: the world's shipped encoder; for ``tiny-random`` a one-block
     copy of the tiny binder's tower; none for the paper's ImageBind-huge, whose encoder the
     user distils with ``avbridge distill-encoder``) or a folder that command wrote. Returns the
-    encoder, or None when ``"auto"`` finds none."""
+    encoder; ``"auto"`` without one is an error (the run would silently use the tower)."""
     from avbridge.models.binders import guidance_encoder as ge
 
     if spec == "auto":
@@ -518,7 +518,8 @@ def attach_guidance_encoder(spec: str, preset: str, binder: Any) -> Any:
         elif preset == "world" and (presets.world_models_dir() / WORLD_AUDIO_ENCODER).is_dir():
             enc = ge.load_guidance_encoder(presets.world_models_dir() / WORLD_AUDIO_ENCODER)
         else:
-            return None
+            raise AvbridgeError(f"--guidance-encoder auto: the {preset} preset has no audio guidance "
+                                "encoder; distil one with 'avbridge distill-encoder' and pass its folder")
     else:
         enc = ge.load_guidance_encoder(spec)
     ge.attach(binder, enc)

@@ -107,6 +107,11 @@ def test_load_components_auto():
     assert isinstance(comps.binder.guidance_encoder, ge.AudioGuidanceEncoder)
     plain = load_components("tiny-random", need=["audio"], captioner="none")
     assert getattr(plain.binder, "guidance_encoder", None) is None
+    from avbridge.errors import AvbridgeError
+    from avbridge.loading import attach_guidance_encoder
+
+    with pytest.raises(AvbridgeError, match="paper preset has no audio guidance"):
+        attach_guidance_encoder("auto", "paper", plain.binder)
 
 
 def test_world_ships_an_encoder_that_tracks_the_binder():

@@ -129,7 +129,7 @@ def encoder_from_binder(binder: ImageBindBinder, num_blocks: int, clip_samples: 
         for i, blk in enumerate(enc.trunk.blocks):
             blk.load_state_dict(trunk.blocks[i].state_dict())
         enc.head.load_state_dict(model.modality_heads["audio"].state_dict())
-    return enc.to(dtype=torch.float32)
+    return nn.Module.to(enc, dtype=torch.float32)  # ModelMixin.to warns about fp32 modules it has not
 
 
 def load_guidance_encoder(where: str | Path) -> AudioGuidanceEncoder:
