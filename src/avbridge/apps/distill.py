@@ -88,6 +88,53 @@ def _vjp_gap(teacher: Decode, x: torch.Tensor, pred: torch.Tensor) -> torch.Tens
     return (g_student - g_teacher).abs().mean() / g_teacher.abs().mean().clamp_min(1e-8)
 
 
+def save_checkpoint(path: Path, model: Any, opt: torch.optim.Optimizer, it: int) -> None:
+    """Write ``checkpoint.pt`` (config, weights, optimiser, iteration) atomically."""
+    tmp = path.with_suffix(".tmp")
+    state = {"config": dict(model.config), "model": model.state_dict(), "opt": opt.state_dict(), "iter": it}
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path, cls: Callable[[dict[str, Any]], Any]) -> tuple[Any, dict[str, Any]]:
+    """(student rebuilt by ``cls(config)`` with its weights, the checkpoint); a broken file is a
+    one-line error naming it."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        model = cls(ckpt["config"])
+        model.load_state_dict(ckpt["model"])
+    except Exception as e:  # noqa: BLE001 - a broken checkpoint is a one-line error
+        raise AvbridgeError(f"{path}: unreadable checkpoint ({' '.join(str(e).split())})") from e
+    return model, ckpt
+
+
+def prompts_from_args(args: argparse.Namespace) -> list[str]:
+    """``--prompts`` split on commas, or the preset's labels."""
+    prompts = [p.strip() for p in args.prompts.split(",") if p.strip()] if args.prompts else \
+        _default_prompts(args.preset)
+    if not prompts:
+        raise AvbridgeError("--prompts: no prompt given")
+    return prompts
+
+
+def add_training_options(p: argparse.ArgumentParser, *, iters: int, batch: int, batch_help: str,
+                         lr: float) -> None:
+    """The options ``distill-decoder`` and ``distill-encoder`` share: sampling, schedule, run."""
+    p.add_argument("--iters", type=int, default=iters, help=f"training iterations in total (default {iters})")
+    p.add_argument("--batch", type=int, default=batch, help=batch_help)
+    p.add_argument("--lr", type=float, default=lr, help="Adam learning rate")
+    p.add_argument("--sample-steps", type=int, default=10, help="DDIM steps of each sampled trajectory")
+    p.add_argument("--cfg", type=float, default=2.5, help="CFG scale of the sampled trajectories")
+    p.add_argument("--duration", type=float, default=None, help="seconds per sample (model default)")
+    p.add_argument("--prompts", default=None, help="comma-separated prompts (default: the preset's labels)")
+    p.add_argument("--save-every", type=int, default=100, help="checkpoint every N iterations")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop (resumably) after this wall time")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def _default_prompts(preset: str) -> list[str]:
     if preset == "world":
         from avbridge.world.scene import CLASSES, COLOURS, SIZES, caption_for
@@ -137,17 +184,13 @@ def distill(
     outdir.mkdir(parents=True, exist_ok=True)
     spec = generator.default_spec(duration_s)
     ckpt_path = outdir / CHECKPOINT
+    ckpt: dict[str, Any] | None = None
     if ckpt_path.is_file():
-        try:
-            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-            cls = gd.AudioGuidanceDecoder if generator.modality == "audio" else gd.AutoencoderTiny
-            student = cls.from_config(ckpt["config"])
-            student.load_state_dict(ckpt["model"])
-        except Exception as e:  # noqa: BLE001 - a broken checkpoint is a one-line error
-            raise AvbridgeError(f"{ckpt_path}: unreadable checkpoint ({' '.join(str(e).split())})") from e
+        cls = gd.AudioGuidanceDecoder if generator.modality == "audio" else gd.AutoencoderTiny
+        student, ckpt = load_checkpoint(ckpt_path, cls.from_config)
         start = int(ckpt["iter"])
     else:
-        ckpt, start = None, 0
+        start = 0
         if generator.modality == "audio":
             student = gd.audio_decoder_for(generator, channels=channels, seed=seed)
         else:
@@ -170,12 +213,6 @@ def distill(
     t0 = time.perf_counter()
     it = start
     loss_v = float("nan")
-
-    def save(i: int) -> None:
-        tmp = ckpt_path.with_suffix(".tmp")
-        torch.save({"config": dict(student.config), "model": student.state_dict(), "opt": opt.state_dict(),
-                    "iter": i}, tmp)
-        tmp.replace(ckpt_path)
 
     while it < iters:
         if not pool or (it - start) % refresh_every == 0:
@@ -202,9 +239,9 @@ def distill(
             bar.update(1)
             bar.set_postfix(loss=f"{loss_v:.3f}", refresh=False)
         if it % save_every == 0 or it == iters:
-            save(it)
+            save_checkpoint(ckpt_path, student, opt, it)
         if max_minutes is not None and time.perf_counter() - t0 > 60 * max_minutes:
-            save(it)
+            save_checkpoint(ckpt_path, student, opt, it)
             break
     if bar is not None:
         bar.close()
@@ -247,10 +284,7 @@ def _run(args: argparse.Namespace) -> int:
     else:
         gen = registry.load_video(args.video_model, args.preset, device=device, dtype=torch.float32,
                                   seed=args.seed, modality=args.modality)
-    prompts = [p.strip() for p in args.prompts.split(",") if p.strip()] if args.prompts else \
-        _default_prompts(args.preset)
-    if not prompts:
-        raise AvbridgeError("--prompts: no prompt given")
+    prompts = prompts_from_args(args)
     s = distill(gen, args.out, prompts=prompts, iters=args.iters, batch=args.batch, lr=args.lr,
                 sample_steps=args.sample_steps, cfg=args.cfg, duration_s=args.duration,
                 save_every=args.save_every, max_minutes=args.max_minutes, seed=args.seed, channels=channels,
@@ -281,24 +315,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--audio-model", default=None, metavar="DIR|ID", help="AudioLDM folder or hub id")
     p.add_argument("--video-model", default=None, metavar="DIR|ID",
                    help="AnimateDiff (or SD 1.5-style) folder or hub id, for --modality video/image")
-    p.add_argument("--iters", type=int, default=2000, help="training iterations in total (default 2000)")
-    p.add_argument("--batch", type=int, default=8, help="latents per iteration")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    p.add_argument("--sample-steps", type=int, default=10, help="DDIM steps of each sampled trajectory")
-    p.add_argument("--cfg", type=float, default=2.5, help="CFG scale of the sampled trajectories")
-    p.add_argument("--duration", type=float, default=None,
-                   help="seconds of audio or video per sample (model default)")
-    p.add_argument("--prompts", default=None, help="comma-separated prompts (default: the preset's labels)")
+    add_training_options(p, iters=2000, batch=8, batch_help="latents per iteration", lr=1e-3)
     p.add_argument("--channels", default=None,
                    help="decoder widths per scale for audio, e.g. 96,48,24; one width for video/images "
                    "(default 32)")
     p.add_argument("--grad-weight", type=float, default=0.0,
                    help="weight of the gradient-matching term (0: log-mel L1 only); see docs/method.md")
-    p.add_argument("--save-every", type=int, default=100, help="checkpoint every N iterations")
-    p.add_argument("--max-minutes", type=float, default=None, help="stop (resumably) after this wall time")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, auto)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run)
     return p

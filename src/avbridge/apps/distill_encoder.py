@@ -27,7 +27,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from avbridge.apps.distill import CHECKPOINT, _default_prompts, trajectory_x0
+from avbridge.apps.distill import (
+    CHECKPOINT,
+    add_training_options,
+    load_checkpoint,
+    prompts_from_args,
+    save_checkpoint,
+    trajectory_x0,
+)
 from avbridge.errors import AvbridgeError
 
 
@@ -108,16 +115,12 @@ def distill_encoder(
     outdir.mkdir(parents=True, exist_ok=True)
     spec = generator.default_spec(duration_s)
     ckpt_path = outdir / CHECKPOINT
+    ckpt: dict[str, Any] | None = None
     if ckpt_path.is_file():
-        try:
-            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-            student = AudioGuidanceEncoder.from_config(ckpt["config"])
-            student.load_state_dict(ckpt["model"])
-        except Exception as e:  # noqa: BLE001 - a broken checkpoint is a one-line error
-            raise AvbridgeError(f"{ckpt_path}: unreadable checkpoint ({' '.join(str(e).split())})") from e
+        student, ckpt = load_checkpoint(ckpt_path, AudioGuidanceEncoder.from_config)
         start = int(ckpt["iter"])
     else:
-        ckpt, start = None, 0
+        start = 0
         student = encoder_from_binder(binder, blocks)
     student = student.to(binder.device).float().train()
     teacher = _teacher(binder)
@@ -137,12 +140,6 @@ def distill_encoder(
         bar = tqdm(total=iters, initial=start, desc="distill-encoder", unit="it", file=sys.stderr)
     t0 = time.perf_counter()
     it, loss_v = start, float("nan")
-
-    def save(i: int) -> None:
-        tmp = ckpt_path.with_suffix(".tmp")
-        torch.save({"config": dict(student.config), "model": student.state_dict(), "opt": opt.state_dict(),
-                    "iter": i}, tmp)
-        tmp.replace(ckpt_path)
 
     while it < iters:
         if not pool or (it - start) % refresh_every == 0:
@@ -167,9 +164,9 @@ def distill_encoder(
             bar.update(1)
             bar.set_postfix(loss=f"{loss_v:.4f}", refresh=False)
         if it % save_every == 0 or it == iters:
-            save(it)
+            save_checkpoint(ckpt_path, student, opt, it)
         if max_minutes is not None and time.perf_counter() - t0 > 60 * max_minutes:
-            save(it)
+            save_checkpoint(ckpt_path, student, opt, it)
             break
     if bar is not None:
         bar.close()
@@ -204,10 +201,7 @@ def _run(args: argparse.Namespace) -> int:
     gen = registry.load_audio(args.audio_model, args.preset, **kw)
     binder = registry.load_binder(args.binder, args.preset, **kw)
     binder.requires_grad_(False)
-    prompts = [p.strip() for p in args.prompts.split(",") if p.strip()] if args.prompts else \
-        _default_prompts(args.preset)
-    if not prompts:
-        raise AvbridgeError("--prompts: no prompt given")
+    prompts = prompts_from_args(args)
     try:
         s = distill_encoder(gen, binder, args.out, prompts=prompts, blocks=args.blocks, iters=args.iters,
                             batch=args.batch, lr=args.lr, sample_steps=args.sample_steps, cfg=args.cfg,
@@ -241,20 +235,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--blocks", type=int, default=3,
                    help="transformer blocks the encoder keeps from the tower (default 3; ImageBind-huge "
                    "has 12)")
-    p.add_argument("--iters", type=int, default=1000, help="training iterations in total (default 1000)")
-    p.add_argument("--batch", type=int, default=32, help="binder clips per iteration")
-    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate")
-    p.add_argument("--sample-steps", type=int, default=10, help="DDIM steps of each sampled trajectory")
-    p.add_argument("--cfg", type=float, default=2.5, help="CFG scale of the sampled trajectories")
-    p.add_argument("--duration", type=float, default=None, help="seconds of audio per sample (model default)")
-    p.add_argument("--prompts", default=None, help="comma-separated prompts (default: the preset's labels)")
+    add_training_options(p, iters=1000, batch=32, batch_help="binder clips per iteration", lr=1e-4)
     p.add_argument("--grad-weight", type=float, default=1.0,
                    help="weight of the gradient-matching term (0: embeddings only)")
-    p.add_argument("--save-every", type=int, default=100, help="checkpoint every N iterations")
-    p.add_argument("--max-minutes", type=float, default=None, help="stop (resumably) after this wall time")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, auto)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run)
     return p
