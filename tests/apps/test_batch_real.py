@@ -82,3 +82,31 @@ def test_tiny_random_thirty_second_video_gets_thirty_seconds_of_audio(tmp_path, 
     a = read_audio(out / "long.wav")
     assert a.duration_s == pytest.approx(30.0, abs=1e-3)
     assert np.isfinite(a.samples).all() and np.abs(a.samples).max() > 0
+
+
+def test_guidance_cost_options_load_the_models_and_reach_every_item(tmp_path):
+    """``avbridge batch --guidance-decoder --guidance-encoder --guidance-dtype``: every process
+    loads the guidance models (tiny-random: the preset's own) and every item runs and records
+    those settings."""
+    from avbridge.apps import batch
+
+    clips = tmp_path / "clips"
+    _clip(clips / "a.mp4", 1.0, 4.0, 0)
+    seen: dict = {}
+
+    def load(preset, **kw):
+        comps = registry.load_components(preset, **kw)
+        seen["decoder"] = getattr(comps.audio, "guidance_decoder", None)
+        seen["encoder"] = getattr(comps.binder, "guidance_encoder", None)
+        return comps
+
+    out = tmp_path / "out"
+    argv = ["v2a", "--manifest", str(clips), "--out", str(out), "--preset", "tiny-random", "--steps", "2",
+            "--no-progress", "--guidance-decoder", "--guidance-encoder", "--guidance-dtype", "bfloat16"]
+    assert batch.main(argv, load=load) == 0
+    assert seen["decoder"] is not None and seen["encoder"] is not None
+    rec = read_results(out)["a"]
+    assert rec["status"] == "done"
+    st = rec["settings"]
+    assert st["guidance_decoder"]["value"] is True and st["guidance_encoder"]["value"] is True
+    assert st["guidance_dtype"] == {"value": "bfloat16", "from": "option"}

@@ -332,13 +332,16 @@ def merge_results(out_dir: str | Path, items: list[Item] | None = None) -> Path:
 
 @dataclass
 class BatchSettings:
-    """Everything of a batch run except the items."""
+    """Everything of a batch run except the items. ``models``: ``load_components`` keywords
+    (model sources, guidance decoders and encoder); ``options``: AlignConfig fields set on
+    top of the task's settings."""
 
     task: str
     out_dir: Path
     ext: str | None = None
     preset: str = "world"
     models: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
     device: str | None = None
     dtype: str = "float32"
     guided: bool = True
@@ -436,7 +439,8 @@ def _native_window(components: Any, output_kind: str) -> float | None:
 def task_settings(settings: BatchSettings) -> Settings:
     """The run's AlignConfig and where each value came from (``presets.resolve_settings``)."""
     return resolve_settings(
-        settings.task, preset=settings.preset, steps=settings.steps, models=settings.models
+        settings.task, preset=settings.preset, steps=settings.steps, models=settings.models,
+        options=settings.options,
     )
 
 
@@ -757,6 +761,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-guidance", action="store_true", help="vanilla baseline: same models and seeds, no aligner"
     )
+    g = p.add_argument_group("guidance cost")
+    g.add_argument(
+        "--guidance-decoder", nargs="?", const="auto", metavar="auto|DIR",
+        help="decode for the binder with small guidance decoders (as `avbridge v2a --guidance-decoder`)",
+    )
+    g.add_argument(
+        "--guidance-encoder", nargs="?", const="auto", metavar="auto|DIR",
+        help="embed guided audio with the binder's audio guidance encoder (as `avbridge v2a "
+        "--guidance-encoder`)",
+    )
+    g.add_argument(
+        "--guidance-dtype", choices=("bfloat16", "float16"),
+        help="run the guidance branch under autocast in this dtype (as `avbridge v2a --guidance-dtype`)",
+    )
     p.add_argument(
         "--window",
         dest="window_s",
@@ -789,9 +807,12 @@ def run_from_args(
         out_dir=args.out,
         models={
             k: getattr(args, k)
-            for k in ("audio_model", "video_model", "image_model", "binder", "captioner")
+            for k in ("audio_model", "video_model", "image_model", "binder", "captioner", "guidance_decoder",
+                      "guidance_encoder")
             if getattr(args, k) is not None
         },
+        options={k: True for k in ("guidance_decoder", "guidance_encoder") if getattr(args, k) is not None}
+        | ({"guidance_dtype": args.guidance_dtype} if args.guidance_dtype else {}),
         device=args.device,
         dtype=args.dtype,
         ext=args.ext,
