@@ -108,6 +108,50 @@ def load_checkpoint(path: Path, cls: Callable[[dict[str, Any]], Any]) -> tuple[A
     return model, ckpt
 
 
+def train_loop(
+    student: Any, opt: torch.optim.Optimizer, ckpt_path: Path, *, start: int, iters: int, batch: int,
+    rng: random.Random, new_pairs: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], refresh_every: int, save_every: int,
+    max_minutes: float | None, t0: float, desc: str, progress: bool,
+) -> tuple[int, float]:
+    """The distil commands' loop from iteration ``start``: every ``refresh_every`` iterations
+    ``new_pairs(it)`` (inputs, targets on the CPU) joins a pool of the latest 64; each
+    iteration fits ``loss_fn`` on ``batch`` rows drawn from it; ``checkpoint.pt`` every
+    ``save_every`` iterations and when ``max_minutes`` after ``t0`` have passed (then it
+    stops). Returns (iterations done, last loss)."""
+    pool: list[tuple[torch.Tensor, torch.Tensor]] = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=iters, initial=start, desc=desc, unit="it", file=sys.stderr)
+    it, loss_v = start, float("nan")
+    while it < iters:
+        if not pool or (it - start) % refresh_every == 0:
+            pool.append(new_pairs(it))
+            pool = pool[-64:]
+        xs = torch.cat([p[0] for p in pool])
+        ys = torch.cat([p[1] for p in pool])
+        idx = torch.tensor(rng.sample(range(xs.shape[0]), min(batch, xs.shape[0])))
+        loss = loss_fn(xs[idx], ys[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        it += 1
+        loss_v = float(loss.detach())
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_v:.4f}", refresh=False)
+        if it % save_every == 0 or it == iters:
+            save_checkpoint(ckpt_path, student, opt, it)
+        if max_minutes is not None and time.perf_counter() - t0 > 60 * max_minutes:
+            save_checkpoint(ckpt_path, student, opt, it)
+            break
+    if bar is not None:
+        bar.close()
+    return it, loss_v
+
+
 def prompts_from_args(args: argparse.Namespace) -> list[str]:
     """``--prompts`` split on commas, or the preset's labels."""
     prompts = [p.strip() for p in args.prompts.split(",") if p.strip()] if args.prompts else \
@@ -204,47 +248,27 @@ def distill(
     # Held-out pairs (fixed seed, never trained on) for the reported error.
     held_x, held_y = sample_pairs(generator, prompts[: min(len(prompts), 4)], spec, sample_steps, cfg,
                                   seed=10**6 + seed)
-    pool: list[tuple[torch.Tensor, torch.Tensor]] = []
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=iters, initial=start, desc="distill-decoder", unit="it", file=sys.stderr)
     t0 = time.perf_counter()
-    it = start
-    loss_v = float("nan")
 
-    while it < iters:
-        if not pool or (it - start) % refresh_every == 0:
-            chosen = [rng.choice(prompts) for _ in range(max(1, batch // 2))]
-            x, y = sample_pairs(generator, chosen, spec, sample_steps, cfg, seed=seed * 100003 + it)
-            pool.append((x.cpu(), y.cpu()))
-            pool = pool[-64:]
-        xs = torch.cat([p[0] for p in pool])
-        ys = torch.cat([p[1] for p in pool])
-        idx = torch.tensor(rng.sample(range(xs.shape[0]), min(batch, xs.shape[0])))
-        xb = xs[idx].to(generator.device)
+    def new_pairs(it: int) -> tuple[torch.Tensor, torch.Tensor]:
+        chosen = [rng.choice(prompts) for _ in range(max(1, batch // 2))]
+        x, y = sample_pairs(generator, chosen, spec, sample_steps, cfg, seed=seed * 100003 + it)
+        return x.cpu(), y.cpu()
+
+    def loss_fn(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        xb = x.to(generator.device)
         if grad_weight > 0:
             xb.requires_grad_(True)
         pred = apply(xb)
-        loss = (pred - ys[idx].to(pred.device)).abs().mean()
+        loss = (pred - y.to(pred.device)).abs().mean()
         if grad_weight > 0:
             loss = loss + grad_weight * _vjp_gap(teacher, xb, pred)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        it += 1
-        loss_v = float(loss.detach())
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_v:.3f}", refresh=False)
-        if it % save_every == 0 or it == iters:
-            save_checkpoint(ckpt_path, student, opt, it)
-        if max_minutes is not None and time.perf_counter() - t0 > 60 * max_minutes:
-            save_checkpoint(ckpt_path, student, opt, it)
-            break
-    if bar is not None:
-        bar.close()
+        return loss
+
+    it, loss_v = train_loop(student, opt, ckpt_path, start=start, iters=iters, batch=batch, rng=rng,
+                            new_pairs=new_pairs, loss_fn=loss_fn, refresh_every=refresh_every,
+                            save_every=save_every, max_minutes=max_minutes, t0=t0, desc="distill-decoder",
+                            progress=progress)
     student.eval()
     with torch.no_grad():
         held_l1 = float((apply(held_x) - held_y).abs().mean())

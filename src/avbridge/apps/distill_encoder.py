@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from avbridge.apps.distill import (
     add_training_options,
     load_checkpoint,
     prompts_from_args,
-    save_checkpoint,
+    train_loop,
     trajectory_x0,
 )
 from avbridge.errors import AvbridgeError
@@ -132,44 +131,24 @@ def distill_encoder(
                            seed=10**6 + seed)
     with torch.no_grad():
         held_t = F.normalize(teacher(held_x), dim=-1)
-    pool: list[tuple[torch.Tensor, torch.Tensor]] = []
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=iters, initial=start, desc="distill-encoder", unit="it", file=sys.stderr)
     t0 = time.perf_counter()
-    it, loss_v = start, float("nan")
 
-    while it < iters:
-        if not pool or (it - start) % refresh_every == 0:
-            x = sample_inputs(generator, binder, [rng.choice(prompts)], spec, sample_steps, cfg,
-                              seed=seed * 100003 + it)
-            with torch.no_grad():
-                pool.append((x.cpu(), F.normalize(teacher(x), dim=-1).cpu()))
-            pool = pool[-64:]
-        xs = torch.cat([p[0] for p in pool])
-        ts = torch.cat([p[1] for p in pool])
-        idx = torch.tensor(rng.sample(range(xs.shape[0]), min(batch, xs.shape[0])))
+    def new_pairs(it: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = sample_inputs(generator, binder, [rng.choice(prompts)], spec, sample_steps, cfg,
+                          seed=seed * 100003 + it)
+        with torch.no_grad():
+            return x.cpu(), F.normalize(teacher(x), dim=-1).cpu()
+
+    def loss_fn(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         with _double_backward_attention():
-            cos_loss, gap = _losses(student, teacher, xs[idx].to(binder.device), ts[idx].to(binder.device),
+            cos_loss, gap = _losses(student, teacher, x.to(binder.device), target.to(binder.device),
                                     grad_weight)
-            loss = cos_loss + grad_weight * gap
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-        opt.step()
-        it += 1
-        loss_v = float(loss.detach())
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_v:.4f}", refresh=False)
-        if it % save_every == 0 or it == iters:
-            save_checkpoint(ckpt_path, student, opt, it)
-        if max_minutes is not None and time.perf_counter() - t0 > 60 * max_minutes:
-            save_checkpoint(ckpt_path, student, opt, it)
-            break
-    if bar is not None:
-        bar.close()
+        return cos_loss + grad_weight * gap
+
+    it, loss_v = train_loop(student, opt, ckpt_path, start=start, iters=iters, batch=batch, rng=rng,
+                            new_pairs=new_pairs, loss_fn=loss_fn, refresh_every=refresh_every,
+                            save_every=save_every, max_minutes=max_minutes, t0=t0, desc="distill-encoder",
+                            progress=progress)
     student.eval()
     torch.manual_seed(seed)
     with _double_backward_attention():
